@@ -1,0 +1,7 @@
+"""``python -m tritonops``."""
+
+import sys
+
+from tritonops.cli import main
+
+sys.exit(main())

@@ -1,0 +1,156 @@
+"""Schema of the lifecycle blocks: ``rollout``, ``autoscaling``, ``drift`` and ``retraining``.
+
+They are part of the API from the start so that it is coherent; the rollout, autoscaling, drift and
+retraining controllers implement them.
+"""
+
+from __future__ import annotations
+
+from tritonops.api.openapi import Schema, array, boolean, integer, number, obj, quantity_map, rule, string
+from tritonops.api.schema_model import STORAGE_URI_RULE
+
+ANALYSIS_METRICS = ("ErrorRate", "LatencyP99Ms", "QueueTimeP99Ms", "PredictionDriftPSI")
+AUTOSCALING_METRICS = ("QueueTime", "InferenceRate", "GPUUtilization", "Prometheus")
+
+
+def _step() -> Schema:
+    return obj(
+        {
+            "setWeight": integer("Percent of traffic to the canary.", minimum=0, maximum=100),
+            "pause": obj({"durationSeconds": integer("Omit to pause until promoted.", minimum=1,
+                                                     maximum=604800)}),
+            "analysis": obj({"durationSeconds": integer(minimum=1, maximum=86400)},
+                            "Run the analysis for this long before the next step."),
+        },
+        rules=(rule("[has(self.setWeight), has(self.pause), has(self.analysis)].filter(x, x).size() == 1",
+                    "each spec.rollout.canary.steps[] entry sets exactly one of setWeight, pause, analysis"),),
+    )
+
+
+def _analysis() -> Schema:
+    metric = obj(
+        {
+            "name": string(max_length=32, enum=ANALYSIS_METRICS),
+            "thresholdRange": obj({"min": number(), "max": number()},
+                                  rules=(rule("has(self.min) || has(self.max)",
+                                              "thresholdRange needs min or max"),)),
+        },
+        required=("name", "thresholdRange"),
+    )
+    return obj(
+        {
+            "intervalSeconds": integer(minimum=5, maximum=3600, default=60),
+            "failureLimit": integer("Failed checks tolerated before rollback.", minimum=0, maximum=100,
+                                    default=1),
+            "metrics": array(metric, max_items=16, list_type="map", map_keys=("name",)),
+        },
+        "Checks run against the canary; missing data counts as a failed check.",
+    )
+
+
+def rollout_schema() -> Schema:
+    """``spec.rollout``."""
+    canary = obj(
+        {
+            "steps": array(_step(), max_items=32),
+            "analysis": _analysis(),
+            "trafficRouting": obj({"gatewayAPI": obj({"httpRouteRef": obj(
+                {"name": string(max_length=253, min_length=1)}, required=("name",))})}),
+        },
+        rules=(rule("!has(self.steps) || self.steps.filter(s, has(s.setWeight)).map(s, s.setWeight).isSorted()",
+                    "spec.rollout.canary.steps: setWeight values must not decrease", field_path=".steps"),),
+    )
+    return obj(
+        {
+            "strategy": string("Rolling replaces the revision once the new one is available; Canary "
+                               "shifts traffic by steps gated on analysis.", max_length=16,
+                               enum=("Rolling", "Canary"), default="Rolling"),
+            "progressDeadlineSeconds": integer(minimum=30, maximum=86400, default=600),
+            "revisionHistoryLimit": integer(minimum=0, maximum=100, default=10),
+            "paused": boolean(default=False),
+            "canary": canary,
+        },
+        "How a new revision replaces the serving one.",
+        default={},
+        rules=(rule("self.strategy != 'Canary' || has(self.canary)",
+                    "spec.rollout.strategy Canary needs spec.rollout.canary.steps", field_path=".canary"),),
+    )
+
+
+def autoscaling_schema() -> Schema:
+    """``spec.autoscaling``."""
+    metric = obj(
+        {
+            "type": string(max_length=32, enum=AUTOSCALING_METRICS),
+            "target": number("Per-replica target value (microseconds, requests/s, percent, or the "
+                             "query's unit).", minimum=0),
+            "query": string("PromQL for type Prometheus.", max_length=4096),
+        },
+        required=("type", "target"),
+        rules=(rule("self.type != 'Prometheus' || has(self.query)",
+                    "autoscaling metric of type Prometheus needs query", field_path=".query"),),
+    )
+    return obj(
+        {
+            "minReplicas": integer(minimum=0, maximum=1000, default=1),
+            "maxReplicas": integer(minimum=1, maximum=1000),
+            "engine": string(max_length=8, enum=("HPA", "KEDA"), default="HPA"),
+            "metrics": array(metric, max_items=8, min_items=1),
+            "scaleDownStabilizationSeconds": integer(minimum=0, maximum=3600, default=300),
+        },
+        "Scale with load; when set, spec.replicas is ignored.",
+        required=("maxReplicas",),
+        rules=(rule("self.minReplicas <= self.maxReplicas",
+                    "spec.autoscaling.minReplicas must be <= maxReplicas", field_path=".minReplicas"),),
+    )
+
+
+def drift_schema() -> Schema:
+    """``spec.drift``."""
+    return obj(
+        {
+            "enabled": boolean(default=False),
+            "method": string(max_length=8, enum=("psi", "ks"), default="psi"),
+            "threshold": number(minimum=0, maximum=100, default=0.2),
+            "windowSize": integer(minimum=100, maximum=1000000, default=5000),
+            "intervalSeconds": integer(minimum=10, maximum=86400, default=300),
+            "consecutiveWindows": integer("Windows over threshold before drift is declared.",
+                                          minimum=1, maximum=100, default=3),
+            "reference": obj({"storageUri": string("Reference data profile.", max_length=2048)},
+                             required=("storageUri",),
+                             rules=(rule(STORAGE_URI_RULE.replace("self.", "self.storageUri."),
+                                         "spec.drift.reference.storageUri must be an s3://, gs://, "
+                                         "http(s)://, pvc:// or file:/// URI", field_path=".storageUri"),)),
+        },
+        "Watch the live inputs for data drift.",
+        rules=(rule("!self.enabled || has(self.reference)",
+                    "spec.drift.enabled needs spec.drift.reference.storageUri", field_path=".reference"),),
+    )
+
+
+def retraining_schema() -> Schema:
+    """``spec.retraining``."""
+    return obj(
+        {
+            "enabled": boolean(default=False),
+            "trigger": obj({
+                "onDrift": boolean(default=True),
+                "cooldownSeconds": integer(minimum=0, maximum=2592000, default=86400),
+            }, default={}),
+            "image": string(max_length=512),
+            "command": array(string(max_length=1024), max_items=32),
+            "args": array(string(max_length=4096), max_items=64),
+            "resources": obj({"requests": quantity_map(), "limits": quantity_map()}),
+            "backoffLimit": integer(minimum=0, maximum=10, default=1),
+            "activeDeadlineSeconds": integer(minimum=60, maximum=604800, default=3600, fmt="int64"),
+            "outputStorageUri": string("Where the retraining Job writes the new model.", max_length=2048),
+            "promotion": obj({"mode": string(max_length=8, enum=("Canary", "Manual"), default="Canary")},
+                             default={}),
+            "successfulJobsHistoryLimit": integer(minimum=0, maximum=100, default=3),
+            "failedJobsHistoryLimit": integer(minimum=0, maximum=100, default=3),
+        },
+        "Retrain the model in a Job when drift is detected, then roll the result out.",
+        rules=(rule("!self.enabled || has(self.outputStorageUri)",
+                    "spec.retraining.enabled needs spec.retraining.outputStorageUri",
+                    field_path=".outputStorageUri"),),
+    )

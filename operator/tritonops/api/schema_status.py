@@ -1,0 +1,70 @@
+"""Schema of ``status``: written only by the operator (observedGeneration, conditions, revisions)."""
+
+from __future__ import annotations
+
+from tritonops.api.openapi import Schema, array, integer, number, obj, opaque, string
+
+
+def condition_schema() -> Schema:
+    """A metav1.Condition."""
+    return obj(
+        {
+            "type": string(max_length=316),
+            "status": string(max_length=8, enum=("True", "False", "Unknown")),
+            "observedGeneration": integer(minimum=0, fmt="int64"),
+            "lastTransitionTime": {"type": "string", "format": "date-time", "maxLength": 64},
+            "reason": string(max_length=1024, pattern=r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$"),
+            "message": string(max_length=32768),
+        },
+        required=("type", "status", "lastTransitionTime", "reason", "message"),
+    )
+
+
+def _history_entry() -> Schema:
+    return obj({
+        "revision": string(max_length=63),
+        "storageUri": string(max_length=2048),
+        "modelVersion": integer(fmt="int64"),
+        "digest": string(max_length=71),
+        "promotedAt": string(max_length=64),
+        "retiredAt": string(max_length=64),
+        "outcome": string(max_length=32),
+        "message": string(max_length=1024),
+    })
+
+
+def status_schema() -> Schema:
+    """``status``."""
+    return obj(
+        {
+            "observedGeneration": integer(minimum=0, fmt="int64"),
+            "phase": string("For display; derived from conditions.", max_length=32),
+            "conditions": array(condition_schema(), max_items=32, list_type="map", map_keys=("type",)),
+            "stableRevision": string("The revision that serves and last became available.", max_length=63),
+            "canaryRevision": string("The revision being rolled out, if any.", max_length=63),
+            "canaryWeight": integer("Percent of traffic on the canary revision.", minimum=0, maximum=100),
+            "replicas": integer(minimum=0),
+            "readyReplicas": integer(minimum=0),
+            "availableReplicas": integer(minimum=0),
+            "selector": string("Label selector of the serving pods (scale subresource).", max_length=1024),
+            "rollout": obj({
+                "startedAt": string(max_length=64),
+                "currentStepIndex": integer(minimum=0),
+                "failedChecks": integer(minimum=0),
+                "pauseStartedAt": string(max_length=64),
+                "message": string(max_length=1024),
+            }),
+            "drift": obj({
+                "score": number(),
+                "detected": {"type": "boolean"},
+                "lastCheckTime": string(max_length=64),
+            }),
+            "retraining": obj({
+                "activeJob": string(max_length=253),
+                "lastTriggerTime": string(max_length=64),
+                "phase": string(max_length=32),
+            }),
+            "history": array(_history_entry(), max_items=100),
+            "kopf": opaque("Bookkeeping of the operator framework."),
+        },
+    )

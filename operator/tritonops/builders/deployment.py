@@ -1,0 +1,192 @@
+"""The Triton Deployment of one revision: fetch the model in an init container, serve it with Triton.
+
+The pod passes Pod Security ``restricted``, is scraped by Prometheus on the metrics port and gets GPU
+tolerations when it requests ``nvidia.com/gpu``. Paths, ports and environment come from
+:mod:`tritonops_runtime.contract`, the same module the fetcher reads.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from tritonops.builders.meta import (
+    LABEL_REVISION,
+    Owner,
+    common_labels,
+    config_map_name,
+    metadata,
+    selector_labels,
+    stamp_hash,
+)
+from tritonops_runtime import contract as c
+
+GPU = "nvidia.com/gpu"
+GPU_TOLERATION = {"key": GPU, "operator": "Exists", "effect": "NoSchedule"}
+UID = 1000
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    """Operator-level settings the builders need (passed in; builders read no globals)."""
+
+    runtime_image: str = "ghcr.io/tritonops/tritonops-runtime:0.1.0"
+    runtime_pull_policy: str = "IfNotPresent"
+
+
+def requests_gpu(spec: dict[str, Any]) -> bool:
+    """Whether the Triton container asks for GPUs."""
+    limits = spec.get("resources", {}).get("limits", {})
+    return GPU in limits and str(limits[GPU]) not in ("0", "")
+
+
+def _restricted(read_only_root: bool = True) -> dict[str, Any]:
+    return {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]},
+            "readOnlyRootFilesystem": read_only_root, "runAsNonRoot": True}
+
+
+def _fetch_env(spec: dict[str, Any]) -> list[dict[str, Any]]:
+    model, triton = spec["model"], spec.get("runtime", {}).get("triton", {})
+    values = [
+        (c.ENV_STORAGE_URI, model["storageUri"]),
+        (c.ENV_MODEL_NAME, model["name"]),
+        (c.ENV_MODEL_VERSION, str(model.get("version", 1))),
+        (c.ENV_MODEL_FORMAT, model["format"]),
+        (c.ENV_MODEL_DIGEST, model.get("digest", "")),
+        (c.ENV_BACKEND, triton.get("backend", c.BACKEND_NATIVE)),
+        (c.ENV_REPOSITORY, c.MODEL_REPOSITORY),
+        (c.ENV_CONFIG_FILE, f"{c.CONFIG_DIR}/{c.CONFIG_FILE}"),
+        (c.ENV_PVC_ROOT, c.PVC_ROOT),
+    ]
+    return [{"name": k, "value": v} for k, v in values]
+
+
+def pvc_claim(storage_uri: str) -> str:
+    """The claim name of a ``pvc://<claim>/<path>`` URI, else ''."""
+    if not storage_uri.startswith("pvc://"):
+        return ""
+    return storage_uri[len("pvc://"):].split("/", 1)[0]
+
+
+def _fetch_container(spec: dict[str, Any], opts: BuildOptions) -> dict[str, Any]:
+    mounts = [{"name": "models", "mountPath": c.MODEL_REPOSITORY},
+              {"name": "config", "mountPath": c.CONFIG_DIR, "readOnly": True},
+              {"name": "scratch", "mountPath": c.SCRATCH_DIR}]
+    if pvc_claim(spec["model"]["storageUri"]):
+        mounts.append({"name": "model-pvc", "mountPath": c.PVC_ROOT, "readOnly": True})
+    container: dict[str, Any] = {
+        "name": "fetch-model", "image": opts.runtime_image, "imagePullPolicy": opts.runtime_pull_policy,
+        "command": ["tritonops-fetch"], "env": _fetch_env(spec), "volumeMounts": mounts,
+        "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "1Gi"}},
+        "securityContext": _restricted(), "terminationMessagePath": c.TERMINATION_LOG,
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    }
+    secret = spec["model"].get("credentials", {}).get("secretName")
+    if secret:
+        container["envFrom"] = [{"secretRef": {"name": secret}}]
+    return container
+
+
+def triton_args(runtime: dict[str, Any]) -> list[str]:
+    """tritonserver arguments: the pod contract first, the user's extra args last."""
+    return [
+        f"--model-repository={c.MODEL_REPOSITORY}", "--model-control-mode=none", "--strict-readiness=true",
+        f"--exit-timeout-secs={runtime.get('exitTimeoutSeconds', 30)}", f"--http-port={c.HTTP_PORT}",
+        f"--grpc-port={c.GRPC_PORT}", f"--metrics-port={c.METRICS_PORT}", *runtime.get("args", []),
+    ]
+
+
+def _probes(runtime: dict[str, Any]) -> dict[str, Any]:
+    def http(path: str, period: int, failures: int, timeout: int) -> dict[str, Any]:
+        return {"httpGet": {"path": path, "port": "http"}, "periodSeconds": period,
+                "failureThreshold": failures, "timeoutSeconds": timeout}
+
+    # The startup probe absorbs slow model loads; liveness only starts once the model is up.
+    startup_failures = math.ceil(runtime.get("startupTimeoutSeconds", 600) / 10)
+    return {"startupProbe": http(c.HEALTH_READY_PATH, 10, startup_failures, 5),
+            "readinessProbe": http(c.HEALTH_READY_PATH, 5, 3, 3),
+            "livenessProbe": http(c.HEALTH_LIVE_PATH, 15, 4, 5)}
+
+
+def _triton_container(spec: dict[str, Any]) -> dict[str, Any]:
+    runtime = spec.get("runtime", {})
+    ports = [{"name": "http", "containerPort": c.HTTP_PORT, "protocol": "TCP"},
+             {"name": "grpc", "containerPort": c.GRPC_PORT, "protocol": "TCP"},
+             {"name": "metrics", "containerPort": c.METRICS_PORT, "protocol": "TCP"}]
+    mounts = [{"name": "models", "mountPath": c.MODEL_REPOSITORY, "readOnly": True},
+              {"name": "shm", "mountPath": "/dev/shm"}, {"name": "scratch", "mountPath": c.SCRATCH_DIR}]
+    return {
+        "name": "triton", "image": runtime.get("image", ""),
+        "imagePullPolicy": runtime.get("imagePullPolicy", "IfNotPresent"),
+        "command": ["tritonserver"], "args": triton_args(runtime), "ports": ports,
+        **_probes(runtime), "resources": spec.get("resources", {}), "volumeMounts": mounts,
+        "securityContext": _restricted(), "terminationMessagePolicy": "FallbackToLogsOnError",
+    }
+
+
+def _volumes(spec: dict[str, Any], revision: str) -> list[dict[str, Any]]:
+    volumes: list[dict[str, Any]] = [
+        {"name": "models", "emptyDir": {}},
+        {"name": "config", "configMap": {"name": config_map_name(revision)}},
+        {"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": "1Gi"}},
+        {"name": "scratch", "emptyDir": {}},
+    ]
+    claim = pvc_claim(spec["model"]["storageUri"])
+    if claim:
+        volumes.append({"name": "model-pvc", "persistentVolumeClaim": {"claimName": claim, "readOnly": True}})
+    return volumes
+
+
+def _placement(spec: dict[str, Any]) -> dict[str, Any]:
+    tolerations = list(spec.get("tolerations", []))
+    if requests_gpu(spec) and GPU_TOLERATION not in tolerations:
+        tolerations.append(GPU_TOLERATION)
+    placement: dict[str, Any] = {}
+    for key in ("nodeSelector", "affinity", "priorityClassName", "serviceAccountName"):
+        if spec.get(key):
+            placement[key] = spec[key]
+    if tolerations:
+        placement["tolerations"] = tolerations
+    return placement
+
+
+def build_pod_spec(spec: dict[str, Any], revision: str, opts: BuildOptions) -> dict[str, Any]:
+    """The pod of one revision."""
+    exit_timeout = spec.get("runtime", {}).get("exitTimeoutSeconds", 30)
+    return {
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "securityContext": {"runAsNonRoot": True, "runAsUser": UID, "runAsGroup": UID, "fsGroup": UID,
+                            "seccompProfile": {"type": "RuntimeDefault"}},
+        "initContainers": [_fetch_container(spec, opts)],
+        "containers": [_triton_container(spec)],
+        "volumes": _volumes(spec, revision),
+        "terminationGracePeriodSeconds": exit_timeout + 5,
+        **_placement(spec),
+    }
+
+
+def build_deployment(owner: Owner, revision: str, spec: dict[str, Any], replicas: int | None,
+                     opts: BuildOptions) -> dict[str, Any]:
+    """The Deployment serving ``revision``; ``replicas=None`` leaves scaling to an autoscaler."""
+    labels = common_labels(owner.name, "inference-server", revision)
+    match = {**selector_labels(owner.name), LABEL_REVISION: revision}
+    deployment_spec: dict[str, Any] = {
+        "selector": {"matchLabels": match},
+        # A revision's pod template never changes (a change is a new revision), so this only governs
+        # scaling; never surge, a GPU node rarely has a spare GPU.
+        "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}},
+        "progressDeadlineSeconds": spec.get("rollout", {}).get("progressDeadlineSeconds", 600),
+        "revisionHistoryLimit": 1,
+        "template": {
+            "metadata": {"labels": labels, "annotations": {
+                "prometheus.io/scrape": "true", "prometheus.io/port": str(c.METRICS_PORT),
+                "prometheus.io/path": c.METRICS_PATH, "kubectl.kubernetes.io/default-container": "triton"}},
+            "spec": build_pod_spec(spec, revision, opts),
+        },
+    }
+    if replicas is not None:
+        deployment_spec["replicas"] = replicas
+    return stamp_hash({"apiVersion": "apps/v1", "kind": "Deployment",
+                       "metadata": metadata(revision, owner, labels), "spec": deployment_spec})

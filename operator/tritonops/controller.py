@@ -1,0 +1,123 @@
+"""One reconcile cycle per ModelDeployment: observe → plan → apply → report.
+
+Level-based: whatever triggered it (create, update, resume, a child event, the periodic resync), the
+cycle reads the object and its children afresh and converges them. Status is written once per cycle and
+only when it changed; an unchanged spec makes zero write calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from tritonops.api import API_VERSION, KIND
+from tritonops.builders.deployment import BuildOptions
+from tritonops.builders.meta import LABEL_MANAGED_BY, LABEL_MD, MANAGED_BY
+from tritonops.kube import Kube
+from tritonops.planner import Event, Observed, Plan, plan, timestamp
+from tritonops.workqueue import WorkQueue
+
+log = logging.getLogger(__name__)
+Key = tuple[str, str]  # (namespace, name)
+
+
+@dataclass(frozen=True)
+class ControllerConfig:
+    """Operator settings that shape reconciliation."""
+
+    build: BuildOptions = field(default_factory=BuildOptions)
+    resync_seconds: float = 300.0
+    workers: int = 4
+
+
+def observe(kube: Kube, namespace: str, name: str) -> Observed:
+    """Read the children of one ModelDeployment (by our labels)."""
+    selector = f"{LABEL_MD}={name},{LABEL_MANAGED_BY}={MANAGED_BY}"
+
+    def by_name(kind: str) -> dict[str, dict[str, Any]]:
+        return {o["metadata"]["name"]: o for o in kube.list(kind, namespace, selector)}
+
+    return Observed(deployments=by_name("Deployment"), config_maps=by_name("ConfigMap"),
+                    services=by_name("Service"), pods=kube.list("Pod", namespace, f"{LABEL_MD}={name}"))
+
+
+def status_patch(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """A merge patch turning ``old`` status into ``new`` (removed keys become null; kopf's kept)."""
+    patch: dict[str, Any] = dict(new)
+    for key in old:
+        if key not in new and key != "kopf":
+            patch[key] = None
+    return patch
+
+
+def _event_body(md: dict[str, Any], event: Event, now: datetime) -> dict[str, Any]:
+    meta = md["metadata"]
+    stamp = timestamp(now)
+    return {
+        "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
+        "involvedObject": {"apiVersion": API_VERSION, "kind": KIND, "name": meta["name"],
+                           "namespace": meta["namespace"], "uid": meta["uid"],
+                           "resourceVersion": meta.get("resourceVersion", "")},
+        "type": event.type, "reason": event.reason, "message": event.message[:1024],
+        "source": {"component": MANAGED_BY}, "firstTimestamp": stamp, "lastTimestamp": stamp, "count": 1,
+        "reportingComponent": MANAGED_BY, "reportingInstance": MANAGED_BY,
+    }
+
+
+def execute(kube: Kube, md: dict[str, Any], result: Plan, now: datetime) -> None:
+    """Apply a plan: children first, then deletions, then the status, then events."""
+    meta = md["metadata"]
+    ns = meta["namespace"]
+    for obj in result.apply:
+        log.info("applying %s %s/%s", obj["kind"], ns, obj["metadata"]["name"])
+        kube.apply(obj)
+    for kind, name in result.delete:
+        log.info("deleting %s %s/%s", kind, ns, name)
+        kube.delete(kind, ns, name)
+    if result.status is not None:
+        kube.patch_status(KIND, ns, meta["name"], status_patch(md.get("status") or {}, result.status))
+    for event in result.events:
+        kube.create("Event", ns, _event_body(md, event, now))
+
+
+def reconcile_once(kube: Kube, key: Key, config: ControllerConfig,
+                   clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> float | None:
+    """Observe, plan and apply one ModelDeployment; returns seconds until it needs another look."""
+    namespace, name = key
+    md = kube.get(KIND, namespace, name)
+    if md is None or md["metadata"].get("deletionTimestamp"):
+        return None  # gone or going: owner references let the garbage collector remove the children
+    now = clock()
+    result = plan(md, observe(kube, namespace, name), now, config.build)
+    execute(kube, md, result, now)
+    again = config.resync_seconds
+    if result.apply or result.delete or result.status is not None:
+        again = 1.0  # look again soon: our own writes may unlock the next step
+    if result.requeue_after is not None:
+        again = min(again, result.requeue_after)
+    return again
+
+
+class Controller:
+    """Owns the work queue; kopf handlers only call :meth:`enqueue` and :meth:`forget`."""
+
+    def __init__(self, kube: Kube, config: ControllerConfig) -> None:
+        self.kube = kube
+        self.config = config
+        self.queue = WorkQueue(self._handle, workers=config.workers)
+
+    async def _handle(self, key: Hashable) -> float | None:
+        assert isinstance(key, tuple)
+        return await asyncio.to_thread(reconcile_once, self.kube, key, self.config)
+
+    def enqueue(self, namespace: str, name: str) -> None:
+        """Schedule a reconcile of one ModelDeployment."""
+        self.queue.add((namespace, name))
+
+    def forget(self, namespace: str, name: str) -> None:
+        """The object is gone: drop its timers."""
+        self.queue.forget((namespace, name))

@@ -1,0 +1,70 @@
+"""Read why a revision's pods are not serving: the scheduler's verdict, a failed fetch, a crashing server.
+
+Pure functions over observed Pod objects; the planner turns the result into a ``Degraded`` condition.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from tritonops.status import reasons as r
+
+CRASH_WAITING = ("CrashLoopBackOff", "CreateContainerConfigError", "ImagePullBackOff", "ErrImagePull",
+                 "InvalidImageName", "CreateContainerError")
+
+
+@dataclass(frozen=True)
+class Diagnosis:
+    """Why pods of a revision are not available."""
+
+    reason: str
+    message: str
+
+
+def _unschedulable(pod: dict[str, Any]) -> Diagnosis | None:
+    for cond in pod.get("status", {}).get("conditions", []):
+        if cond.get("type") == "PodScheduled" and cond.get("status") == "False" \
+                and cond.get("reason") == "Unschedulable":
+            message = cond.get("message", "")
+            reason = r.INSUFFICIENT_GPU if "nvidia.com/gpu" in message else r.UNSCHEDULABLE
+            return Diagnosis(reason, f"pod {pod['metadata']['name']}: {message}")
+    return None
+
+
+def _terminated_message(status: dict[str, Any]) -> str | None:
+    for state in (status.get("state", {}), status.get("lastState", {})):
+        term = state.get("terminated")
+        if term and term.get("exitCode", 0) != 0:
+            return (term.get("message") or term.get("reason") or f"exit code {term.get('exitCode')}").strip()
+    return None
+
+
+def _fetch_failed(pod: dict[str, Any]) -> Diagnosis | None:
+    for status in pod.get("status", {}).get("initContainerStatuses", []):
+        message = _terminated_message(status)
+        if message:
+            return Diagnosis(r.MODEL_FETCH_FAILED, f"pod {pod['metadata']['name']}: {message}")
+    return None
+
+
+def _server_failed(pod: dict[str, Any]) -> Diagnosis | None:
+    for status in pod.get("status", {}).get("containerStatuses", []):
+        waiting = status.get("state", {}).get("waiting", {})
+        message = _terminated_message(status)
+        if waiting.get("reason") in CRASH_WAITING or (message and status.get("restartCount", 0) > 0):
+            detail = message or waiting.get("message") or waiting.get("reason", "")
+            return Diagnosis(r.MODEL_LOAD_FAILED,
+                             f"pod {pod['metadata']['name']}: {waiting.get('reason', 'Error')}: {detail}")
+    return None
+
+
+def diagnose(pods: list[dict[str, Any]]) -> Diagnosis | None:
+    """The first blocking problem among ``pods`` (scheduling, then fetch, then server), if any."""
+    live = [p for p in pods if not p.get("metadata", {}).get("deletionTimestamp")]
+    for check in (_unschedulable, _fetch_failed, _server_failed):
+        for pod in sorted(live, key=lambda p: str(p.get("metadata", {}).get("name"))):
+            found = check(pod)
+            if found:
+                return found
+    return None

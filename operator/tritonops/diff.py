@@ -1,0 +1,48 @@
+"""Decide whether an owned object already holds what we would apply (so that no write is needed).
+
+The API server adds defaults and other managers' fields, so the observed object is a superset of what we
+apply. An object is in sync when every field we set has the same value there. Removed fields are caught
+by the spec-hash annotation each builder stamps on its output.
+"""
+
+from __future__ import annotations
+
+import re
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+_SUFFIX = {"": 1, "n": Decimal("1e-9"), "u": Decimal("1e-6"), "m": Decimal("1e-3"), "k": 10**3, "M": 10**6,
+           "G": 10**9, "T": 10**12, "P": 10**15, "E": 10**18, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30,
+           "Ti": 2**40, "Pi": 2**50, "Ei": 2**60}
+_QUANTITY = re.compile(r"^([+-]?[0-9.]+)([a-zA-Z]*)$")
+
+
+def parse_quantity(value: Any) -> Decimal | None:
+    """A Kubernetes quantity as a number (``"1Gi"`` → 1073741824, ``"500m"`` → 0.5), else None."""
+    match = _QUANTITY.match(str(value))
+    if not match or match.group(2) not in _SUFFIX:
+        return None
+    try:
+        return Decimal(match.group(1)) * Decimal(_SUFFIX[match.group(2)])
+    except InvalidOperation:
+        return None
+
+
+def _scalar_equal(want: Any, have: Any) -> bool:
+    if want == have:
+        return True
+    if isinstance(want, bool) or isinstance(have, bool):
+        return False
+    # The server canonicalises quantities ("1000m" → "1", 1 → "1"); compare their values.
+    a, b = parse_quantity(want), parse_quantity(have)
+    return a is not None and a == b
+
+
+def contains(have: Any, want: Any) -> bool:
+    """Whether ``have`` holds every field of ``want`` with an equal value (lists: same length)."""
+    if isinstance(want, dict):
+        return isinstance(have, dict) and all(k in have and contains(have[k], v) for k, v in want.items())
+    if isinstance(want, list):
+        return (isinstance(have, list) and len(have) == len(want)
+                and all(contains(h, w) for h, w in zip(have, want, strict=True)))
+    return _scalar_equal(want, have)

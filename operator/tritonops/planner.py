@@ -1,0 +1,244 @@
+"""The plan: a pure function from a ModelDeployment and its observed children to what should change.
+
+``plan()`` returns the objects to apply (only those out of sync), the objects to delete, the status to
+write (None when unchanged) and the events to post. It reads no clock (``now`` is passed in), does no I/O
+and is table-tested. Revisions: the *target* is the revision the spec asks for; the *stable* revision
+is the last one that became available. The stable revision keeps serving until the target is available,
+and is never touched while the spec cannot be honoured.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from tritonops.builders.configmap import build_config_map
+from tritonops.builders.deployment import BuildOptions, build_deployment
+from tritonops.builders.meta import LABEL_REVISION, Owner, revision_of, selector_string
+from tritonops.builders.service import build_service
+from tritonops.diagnose import Diagnosis, diagnose
+from tritonops.diff import contains
+from tritonops.status import reasons as r
+from tritonops.status.conditions import Cond, find, merge, phase
+from tritonops.validate import problems_of, render_model_config
+
+
+@dataclass
+class Observed:
+    """The children of one ModelDeployment as read from the API server, keyed by name."""
+
+    deployments: dict[str, dict[str, Any]] = field(default_factory=dict)
+    config_maps: dict[str, dict[str, Any]] = field(default_factory=dict)
+    services: dict[str, dict[str, Any]] = field(default_factory=dict)
+    pods: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Event:
+    """A Kubernetes Event to post on the ModelDeployment."""
+
+    type: str  # Normal | Warning
+    reason: str
+    message: str
+
+
+@dataclass
+class Plan:
+    """What one reconcile cycle should do."""
+
+    apply: list[dict[str, Any]]
+    delete: list[tuple[str, str]]  # (kind, name)
+    status: dict[str, Any] | None  # the full new status, or None when unchanged
+    events: list[Event]
+    requeue_after: float | None
+
+
+@dataclass(frozen=True)
+class _Revisions:
+    target: str | None  # None when the spec cannot be honoured
+    stable: str | None  # after this cycle's promotion, if any
+    promoted: bool
+
+
+def timestamp(now: datetime) -> str:
+    """RFC 3339, seconds precision, UTC."""
+    return now.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _available(dep: dict[str, Any] | None, replicas: int | None) -> bool:
+    if dep is None:
+        return False
+    st, spec = dep.get("status", {}), dep.get("spec", {})
+    want = spec.get("replicas", 1) if replicas is None else replicas
+    current = st.get("observedGeneration", 0) >= dep.get("metadata", {}).get("generation", 0)
+    return current and want > 0 and st.get("availableReplicas", 0) >= want \
+        and st.get("updatedReplicas", 0) >= want
+
+
+def desired_replicas(spec: dict[str, Any]) -> int | None:
+    """Replicas to apply, or None when an autoscaler owns them."""
+    return None if spec.get("autoscaling") else int(spec.get("replicas", 1))
+
+
+def _revisions(md: dict[str, Any], observed: Observed, target: str | None) -> _Revisions:
+    status = md.get("status") or {}
+    stable: str | None = status.get("stableRevision") or None
+    if stable and stable != target and stable not in observed.deployments:
+        stable = None  # its Deployment is gone; nothing of it serves any more
+    replicas = desired_replicas(md["spec"])
+    if target and target != stable and _available(observed.deployments.get(target), replicas):
+        return _Revisions(target, target, True)
+    return _Revisions(target, stable, False)
+
+
+def _desired(md: dict[str, Any], owner: Owner, target: str | None, opts: BuildOptions) -> list[dict[str, Any]]:
+    objs = [build_service(owner)]
+    if target:
+        spec = md["spec"]
+        objs.append(build_config_map(owner, target, render_model_config(spec)))
+        objs.append(build_deployment(owner, target, spec, desired_replicas(spec), opts))
+    return objs
+
+
+def _observed_of(observed: Observed, obj: dict[str, Any]) -> dict[str, Any] | None:
+    table = {"Deployment": observed.deployments, "ConfigMap": observed.config_maps,
+             "Service": observed.services}[obj["kind"]]
+    return table.get(obj["metadata"]["name"])
+
+
+def _deletions(observed: Observed, revs: _Revisions) -> list[tuple[str, str]]:
+    if revs.target is None:
+        return []  # never tear anything down because of a spec we cannot honour
+    keep = {revs.target, revs.stable}
+    out = [("Deployment", n) for n, d in observed.deployments.items()
+           if d["metadata"].get("labels", {}).get(LABEL_REVISION) not in keep]
+    out += [("ConfigMap", n) for n, cm in observed.config_maps.items()
+            if cm["metadata"].get("labels", {}).get(LABEL_REVISION) not in keep]
+    return sorted(out)
+
+
+def plan(md: dict[str, Any], observed: Observed, now: datetime, opts: BuildOptions) -> Plan:
+    """One reconcile decision for ``md``."""
+    meta, spec = md["metadata"], md["spec"]
+    owner = Owner(meta["name"], meta["namespace"], meta["uid"])
+    problems = problems_of(spec)
+    target = None if problems else revision_of(meta["name"], spec, opts.runtime_image)
+    revs = _revisions(md, observed, target)
+    desired = _desired(md, owner, target, opts)
+    to_apply = [o for o in desired if not contains(_observed_of(observed, o), o)]
+    new_status, events, requeue = _status(md, observed, revs, problems, now)
+    old = {k: v for k, v in (md.get("status") or {}).items() if k != "kopf"}
+    return Plan(apply=to_apply, delete=_deletions(observed, revs),
+                status=None if new_status == old else new_status, events=events, requeue_after=requeue)
+
+
+# --- status ------------------------------------------------------------------------------------
+
+
+def _rollout_conditions(revs: _Revisions, problems: list[str], started: str | None, now: datetime,
+                        deadline: int, diag: Diagnosis | None) -> tuple[list[Cond], float | None]:
+    if problems:
+        return [Cond(r.PROGRESSING, False, r.ROLLOUT_BLOCKED, "; ".join(problems)),
+                Cond(r.DEGRADED, False, r.AS_EXPECTED, "")], None
+    if revs.target == revs.stable:
+        return [Cond(r.PROGRESSING, False, r.ROLLOUT_COMPLETE, f"revision {revs.stable} is serving"),
+                Cond(r.DEGRADED, False, r.AS_EXPECTED, "")], None
+    elapsed = (now - datetime.fromisoformat(started.replace("Z", "+00:00"))).total_seconds() if started else 0
+    progressing = Cond(r.PROGRESSING, True, r.NEW_REVISION_PROGRESSING,
+                       f"rolling out revision {revs.target}")
+    if elapsed > deadline:
+        msg = f"revision {revs.target} did not become available within {deadline}s"
+        if diag:
+            msg += f": {diag.message}"
+        return [Cond(r.PROGRESSING, False, r.PROGRESS_DEADLINE_EXCEEDED, msg),
+                Cond(r.DEGRADED, True, r.PROGRESS_DEADLINE_EXCEEDED, msg)], None
+    if diag:
+        return [progressing, Cond(r.DEGRADED, True, diag.reason, diag.message)], max(1.0, deadline - elapsed)
+    return [progressing, Cond(r.DEGRADED, False, r.AS_EXPECTED, "")], max(1.0, deadline - elapsed)
+
+
+def _serving_conditions(observed: Observed, revs: _Revisions, replicas: int | None) -> list[Cond]:
+    dep = observed.deployments.get(revs.stable) if revs.stable else None
+    if dep is None:
+        return [Cond(r.READY, False, r.NO_STABLE_REVISION, "no revision has become available yet"),
+                Cond(r.AVAILABLE, False, r.NO_STABLE_REVISION, "no revision has become available yet")]
+    st = dep.get("status", {})
+    have = st.get("availableReplicas", 0)
+    want = dep.get("spec", {}).get("replicas", 1) if replicas is None or revs.stable != revs.target \
+        else replicas
+    msg = f"revision {revs.stable}: {have}/{want} replicas available"
+    if want == 0:
+        ready = Cond(r.READY, False, r.SCALED_TO_ZERO, f"revision {revs.stable} is scaled to zero")
+    elif _available(dep, want):
+        ready = Cond(r.READY, True, r.REVISION_AVAILABLE, msg)
+    else:
+        ready = Cond(r.READY, False, r.REPLICAS_UNAVAILABLE, msg)
+    available = Cond(r.AVAILABLE, have > 0, r.MINIMUM_REPLICAS_AVAILABLE if have > 0 else r.NO_REPLICAS_AVAILABLE,
+                     msg)
+    return [ready, available]
+
+
+def _status(md: dict[str, Any], observed: Observed, revs: _Revisions, problems: list[str],
+            now: datetime) -> tuple[dict[str, Any], list[Event], float | None]:
+    spec, old = md["spec"], md.get("status") or {}
+    gen = int(md["metadata"].get("generation", 0))
+    stamp = timestamp(now)
+    canary = revs.target if revs.target and revs.target != revs.stable else ""
+    rollout = dict(old.get("rollout") or {})
+    if not canary:
+        rollout.pop("startedAt", None)
+    elif old.get("canaryRevision") != canary or "startedAt" not in rollout:
+        rollout["startedAt"] = stamp
+    pods = [p for p in observed.pods if p["metadata"].get("labels", {}).get(LABEL_REVISION) == canary]
+    deadline = int(spec.get("rollout", {}).get("progressDeadlineSeconds", 600))
+    conds, requeue = _rollout_conditions(revs, problems, rollout.get("startedAt"), now, deadline,
+                                         diagnose(pods) if canary else None)
+    conds = _serving_conditions(observed, revs, desired_replicas(spec)) + conds
+    conds.append(Cond(r.INVALID_SPEC, bool(problems), r.INVALID_SPEC_REASON if problems else r.SPEC_VALID,
+                      "; ".join(problems)))
+    old_conds = old.get("conditions") or []
+    conditions = merge(old_conds, conds, gen, stamp)
+    deps = observed.deployments.values()
+    status: dict[str, Any] = {
+        "observedGeneration": gen,
+        "phase": phase(conditions),
+        "conditions": conditions,
+        "replicas": sum(d.get("status", {}).get("replicas", 0) for d in deps),
+        "readyReplicas": sum(d.get("status", {}).get("readyReplicas", 0) for d in deps),
+        "availableReplicas": sum(d.get("status", {}).get("availableReplicas", 0) for d in deps),
+        "selector": selector_string(md["metadata"]["name"]),
+        "history": _history(old.get("history") or [], spec, revs, stamp),
+    }
+    for key, value in (("stableRevision", revs.stable), ("canaryRevision", canary), ("rollout", rollout)):
+        if value:
+            status[key] = value
+    return status, _events(old_conds, conditions, revs), requeue
+
+
+def _history(history: list[dict[str, Any]], spec: dict[str, Any], revs: _Revisions,
+             stamp: str) -> list[dict[str, Any]]:
+    if not revs.promoted:
+        return history
+    out = [dict(h, retiredAt=h.get("retiredAt") or stamp, outcome="Superseded")
+           if h.get("outcome") == "Promoted" else h for h in history]
+    model = spec["model"]
+    entry = {"revision": revs.stable, "storageUri": model["storageUri"],
+             "modelVersion": int(model.get("version", 1)), "promotedAt": stamp, "outcome": "Promoted"}
+    if model.get("digest"):
+        entry["digest"] = model["digest"]
+    limit = int(spec.get("rollout", {}).get("revisionHistoryLimit", 10))
+    return [*out, entry][-max(limit, 1):]
+
+
+def _events(old: list[dict[str, Any]], new: list[dict[str, Any]], revs: _Revisions) -> list[Event]:
+    events = []
+    if revs.promoted:
+        events.append(Event("Normal", r.EVENT_REVISION_PROMOTED, f"revision {revs.stable} is now serving"))
+    for type_ in (r.INVALID_SPEC, r.DEGRADED):
+        before, after = find(old, type_), find(new, type_)
+        flipped = after and after["status"] == "True" and (
+            before is None or before.get("status") != "True" or before.get("reason") != after["reason"])
+        if flipped and after:
+            events.append(Event("Warning", after["reason"], after["message"]))
+    return events

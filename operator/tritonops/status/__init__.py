@@ -1,0 +1,1 @@
+"""Status vocabulary and helpers: condition types, reasons, metav1.Condition handling, phase."""

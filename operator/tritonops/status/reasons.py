@@ -1,0 +1,44 @@
+"""Condition types and reasons: every string the operator writes into ``status.conditions``.
+
+Positive-polarity types (``Ready`` True is good) except ``Degraded`` and ``InvalidSpec``, whose True
+means something needs attention. Reasons are CamelCase constants; tests and users match on them.
+"""
+
+from typing import Final
+
+# --- condition types ---------------------------------------------------------------------------
+READY: Final = "Ready"  # the serving revision has all its replicas available
+AVAILABLE: Final = "Available"  # at least one replica serves
+PROGRESSING: Final = "Progressing"  # a new revision is being rolled out
+DEGRADED: Final = "Degraded"  # something keeps the desired state from being reached
+INVALID_SPEC: Final = "InvalidSpec"  # the API accepted the spec but the operator cannot honour it
+
+# --- reasons -----------------------------------------------------------------------------------
+REVISION_AVAILABLE: Final = "RevisionAvailable"  # Ready: all replicas of the stable revision available
+REPLICAS_UNAVAILABLE: Final = "ReplicasUnavailable"  # Ready: fewer available replicas than requested
+NO_STABLE_REVISION: Final = "NoRevisionAvailable"  # Ready/Available: nothing has become available yet
+SCALED_TO_ZERO: Final = "ScaledToZero"  # Ready: replicas is 0
+MINIMUM_REPLICAS_AVAILABLE: Final = "MinimumReplicasAvailable"  # Available: at least one replica serves
+NO_REPLICAS_AVAILABLE: Final = "NoReplicasAvailable"  # Available: none serves
+NEW_REVISION_PROGRESSING: Final = "NewRevisionProgressing"  # Progressing: rolling a revision out
+ROLLOUT_COMPLETE: Final = "RolloutComplete"  # Progressing False: the desired revision is stable
+PROGRESS_DEADLINE_EXCEEDED: Final = "ProgressDeadlineExceeded"  # the new revision did not become available
+ROLLOUT_BLOCKED: Final = "RolloutBlockedByInvalidSpec"  # Progressing False: spec cannot be honoured
+INSUFFICIENT_GPU: Final = "InsufficientGPU"  # Degraded: the scheduler found no node with free GPUs
+UNSCHEDULABLE: Final = "Unschedulable"  # Degraded: pods cannot be scheduled for another reason
+MODEL_FETCH_FAILED: Final = "ModelFetchFailed"  # Degraded: the init container could not fetch the model
+MODEL_LOAD_FAILED: Final = "ModelLoadFailed"  # Degraded: tritonserver keeps failing to start
+AS_EXPECTED: Final = "AsExpected"  # Degraded False
+SPEC_VALID: Final = "SpecValid"  # InvalidSpec False
+INVALID_SPEC_REASON: Final = "InvalidSpec"  # InvalidSpec True
+
+# --- event reasons -----------------------------------------------------------------------------
+EVENT_REVISION_PROMOTED: Final = "RevisionPromoted"
+EVENT_REVISION_CREATED: Final = "RevisionCreated"
+
+# --- phases (display only; derived from conditions) -------------------------------------------
+PHASE_PENDING: Final = "Pending"
+PHASE_PROGRESSING: Final = "Progressing"
+PHASE_READY: Final = "Ready"
+PHASE_DEGRADED: Final = "Degraded"
+PHASE_INVALID: Final = "InvalidSpec"

@@ -1,0 +1,66 @@
+"""The contract between the pods the operator builds and the programs that run in them.
+
+Paths, ports, file names and environment variable names live here and nowhere else. The operator
+(``tritonops.builders``) imports this module; the runtime CLIs read the same names. Changing a value
+here changes both sides at once.
+"""
+
+from typing import Final
+
+# --- Triton ports (the NGC image defaults; also what the Service exposes) ------------------------
+HTTP_PORT: Final = 8000
+GRPC_PORT: Final = 8001
+METRICS_PORT: Final = 8002
+HEALTH_READY_PATH: Final = "/v2/health/ready"
+HEALTH_LIVE_PATH: Final = "/v2/health/live"
+METRICS_PATH: Final = "/metrics"
+
+# --- Volumes inside the Triton pod -------------------------------------------------------------
+# The init container lays out the model repository here (an emptyDir shared with tritonserver).
+MODEL_REPOSITORY: Final = "/models"
+# The operator mounts the rendered config.pbtxt (a ConfigMap) here, read by the fetcher.
+CONFIG_DIR: Final = "/etc/tritonops/config"
+CONFIG_FILE: Final = "config.pbtxt"
+# A pvc://<claim>/<path> storage URI is served from the claim mounted (read-only) at this root;
+# the fetcher maps pvc://<claim>/<path> to PVC_ROOT/<path>.
+PVC_ROOT: Final = "/mnt/model-pvc"
+# Scratch space for downloads and unpacking (an emptyDir; the root filesystem is read-only).
+SCRATCH_DIR: Final = "/tmp"
+TERMINATION_LOG: Final = "/dev/termination-log"
+
+# --- Environment of the fetcher (init container) -----------------------------------------------
+ENV_STORAGE_URI: Final = "TRITONOPS_STORAGE_URI"
+ENV_MODEL_NAME: Final = "TRITONOPS_MODEL_NAME"
+ENV_MODEL_VERSION: Final = "TRITONOPS_MODEL_VERSION"
+ENV_MODEL_FORMAT: Final = "TRITONOPS_MODEL_FORMAT"
+ENV_MODEL_DIGEST: Final = "TRITONOPS_MODEL_DIGEST"  # "sha256:<hex>" or empty
+ENV_BACKEND: Final = "TRITONOPS_BACKEND"  # "Native" or "PythonWrapper"
+ENV_REPOSITORY: Final = "TRITONOPS_MODEL_REPOSITORY"
+ENV_CONFIG_FILE: Final = "TRITONOPS_CONFIG_FILE"
+ENV_PVC_ROOT: Final = "TRITONOPS_PVC_ROOT"
+ENV_MAX_BYTES: Final = "TRITONOPS_MAX_BYTES"
+ENV_TERMINATION_LOG: Final = "TRITONOPS_TERMINATION_LOG"
+# S3-compatible endpoint override (MinIO, Ceph, ...); credentials come from the user's secret as
+# AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_REGION via envFrom.
+ENV_S3_ENDPOINT: Final = "AWS_ENDPOINT_URL"
+
+DEFAULT_MAX_BYTES: Final = 20 * 1024**3
+
+# --- Model formats -> file name inside <repo>/<model>/<version>/ and Triton backend -------------
+MODEL_FILES: Final = {
+    "torchscript": "model.pt",
+    "onnx": "model.onnx",
+    "tensorrt": "model.plan",
+    "python": "model.py",
+}
+NATIVE_BACKENDS: Final = {
+    "torchscript": "pytorch",
+    "onnx": "onnxruntime",
+    "tensorrt": "tensorrt",
+    "python": "python",
+}
+# Backend modes (spec.runtime.triton.backend): the format's native backend, or our Python-backend
+# wrapper that serves TorchScript/ONNX files with torch/onnxruntime (CPU clusters, tests).
+BACKEND_NATIVE: Final = "Native"
+BACKEND_PYTHON_WRAPPER: Final = "PythonWrapper"
+WRAPPABLE_FORMATS: Final = ("torchscript", "onnx")
