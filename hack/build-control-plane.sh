@@ -8,7 +8,10 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 mods="$here/bins"
 key=$(cat "$mods"/*/go.mod "$mods"/*/go.sum "$0" | sha256sum | cut -c1-12)
-k8s=$(awk '/^require k8s.io\/kubernetes/ {print $3}' "$mods/kube/go.mod")
+# `go mod tidy` may fold a single require line into a block, so ask the go command for versions.
+modver() { (cd "$mods/$1" && go list -m -f '{{.Version}}' "$2"); }
+k8s=$(modver kube k8s.io/kubernetes)
+[ -n "$k8s" ] || { echo "cannot read the k8s.io/kubernetes version from $mods/kube/go.mod" >&2; exit 1; }
 cache=${TRITONOPS_CACHE:-$HOME/.cache/tritonops}
 bin="$cache/bins/$k8s-$key"
 mkdir -p "$bin"
@@ -30,8 +33,8 @@ kv=""
 for x in gitVersion=$k8s gitMajor=1 gitMinor=$minor gitTreeState=clean; do
   kv="$kv -X k8s.io/component-base/version.$x -X k8s.io/client-go/pkg/version.$x"
 done
-etcd_v=$(awk '/^require go.etcd.io/ {print $3}' "$mods/etcd/go.mod")
-helm_v=$(awk '/^require helm.sh/ {print $3}' "$mods/helm/go.mod")
+etcd_v=$(modver etcd go.etcd.io/etcd/server/v3)
+helm_v=$(modver helm helm.sh/helm/v3)
 
 build etcd etcd go.etcd.io/etcd/server/v3
 build kwok kwok sigs.k8s.io/kwok/cmd/kwok

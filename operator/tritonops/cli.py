@@ -21,9 +21,10 @@ def _crd(args: argparse.Namespace) -> int:
         print(f"{path} is up to date")
         return 0
     if args.write:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(crd.render())
-        print(f"wrote {path}")
+        for target, text in crd.generated_files(path).items():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(text)
+            print(f"wrote {target}")
         return 0
     sys.stdout.write(crd.render())
     return 0

@@ -29,10 +29,10 @@ def parse_quantity(value: Any) -> Decimal | None:
 
 
 def _scalar_equal(want: Any, have: Any) -> bool:
+    if isinstance(want, bool) or isinstance(have, bool):
+        return want is have  # True == 1 in Python, not in Kubernetes
     if want == have:
         return True
-    if isinstance(want, bool) or isinstance(have, bool):
-        return False
     # The server canonicalises quantities ("1000m" → "1", 1 → "1"); compare their values.
     a, b = parse_quantity(want), parse_quantity(have)
     return a is not None and a == b

@@ -133,7 +133,7 @@ class Kube:
         meta = obj["metadata"]
         url = path(obj["kind"], meta["namespace"], meta["name"])
         result: dict[str, Any] = self.request(
-            "apply", "PATCH", url, resource=obj["kind"], body=obj,
+            "apply", "PATCH", url, resource=obj["kind"], body=json.dumps(obj),
             query={"fieldManager": FIELD_MANAGER, "force": "true"}, content_type="application/apply-patch+yaml")
         return result
 

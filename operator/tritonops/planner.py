@@ -142,8 +142,10 @@ def _rollout_conditions(revs: _Revisions, problems: list[str], started: str | No
         return [Cond(r.PROGRESSING, False, r.ROLLOUT_BLOCKED, "; ".join(problems)),
                 Cond(r.DEGRADED, False, r.AS_EXPECTED, "")], None
     if revs.target == revs.stable:
+        degraded = Cond(r.DEGRADED, True, diag.reason, diag.message) if diag else \
+            Cond(r.DEGRADED, False, r.AS_EXPECTED, "")
         return [Cond(r.PROGRESSING, False, r.ROLLOUT_COMPLETE, f"revision {revs.stable} is serving"),
-                Cond(r.DEGRADED, False, r.AS_EXPECTED, "")], None
+                degraded], None
     elapsed = (now - datetime.fromisoformat(started.replace("Z", "+00:00"))).total_seconds() if started else 0
     progressing = Cond(r.PROGRESSING, True, r.NEW_REVISION_PROGRESSING,
                        f"rolling out revision {revs.target}")
@@ -190,10 +192,9 @@ def _status(md: dict[str, Any], observed: Observed, revs: _Revisions, problems: 
         rollout.pop("startedAt", None)
     elif old.get("canaryRevision") != canary or "startedAt" not in rollout:
         rollout["startedAt"] = stamp
-    pods = [p for p in observed.pods if p["metadata"].get("labels", {}).get(LABEL_REVISION) == canary]
     deadline = int(spec.get("rollout", {}).get("progressDeadlineSeconds", 600))
     conds, requeue = _rollout_conditions(revs, problems, rollout.get("startedAt"), now, deadline,
-                                         diagnose(pods) if canary else None)
+                                         _diagnosis(observed, revs.target, desired_replicas(spec)))
     conds = _serving_conditions(observed, revs, desired_replicas(spec)) + conds
     conds.append(Cond(r.INVALID_SPEC, bool(problems), r.INVALID_SPEC_REASON if problems else r.SPEC_VALID,
                       "; ".join(problems)))
@@ -214,6 +215,13 @@ def _status(md: dict[str, Any], observed: Observed, revs: _Revisions, problems: 
         if value:
             status[key] = value
     return status, _events(old_conds, conditions, revs), requeue
+
+
+def _diagnosis(observed: Observed, target: str | None, replicas: int | None) -> Diagnosis | None:
+    """Why the target revision's pods are not all available (None when they are, or nothing is known)."""
+    if not target or _available(observed.deployments.get(target), replicas):
+        return None
+    return diagnose([p for p in observed.pods if p["metadata"].get("labels", {}).get(LABEL_REVISION) == target])
 
 
 def _history(history: list[dict[str, Any]], spec: dict[str, Any], revs: _Revisions,

@@ -234,3 +234,18 @@ def test_stale_status_from_other_fields_is_removed() -> None:
     md = model_deployment(with_status(canaryRevision="clf-gone", canaryWeight=0))
     p = plan(md, Observed(), NOW, OPTS)
     assert p.status is not None and "canaryWeight" not in p.status
+
+
+def test_scaling_past_gpu_capacity_degrades_the_stable_revision() -> None:
+    md, observed = model_deployment(), Observed()
+    converge(md, observed)
+    rev = md["status"]["stableRevision"]
+    with_spec("replicas", 3)(md)
+    pod = {"metadata": {"name": f"{rev}-xyz", "labels": {"tritonops.io/revision": rev}},
+           "status": {"conditions": [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                                      "message": "0/4 nodes are available: 4 Insufficient nvidia.com/gpu."}]}}
+    observed.pods.append(pod)
+    p = plan(md, observed, NOW, OPTS)
+    assert p.status is not None
+    assert _cond(p.status, "Degraded") == ("True", "InsufficientGPU")
+    assert _cond(p.status, "Ready") == ("False", "ReplicasUnavailable")

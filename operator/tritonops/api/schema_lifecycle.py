@@ -72,7 +72,7 @@ def rollout_schema() -> Schema:
         },
         "How a new revision replaces the serving one.",
         default={},
-        rules=(rule("self.strategy != 'Canary' || has(self.canary)",
+        rules=(rule("!has(self.strategy) || self.strategy != 'Canary' || has(self.canary)",
                     "spec.rollout.strategy Canary needs spec.rollout.canary.steps", field_path=".canary"),),
     )
 
@@ -123,7 +123,7 @@ def drift_schema() -> Schema:
                                          "http(s)://, pvc:// or file:/// URI", field_path=".storageUri"),)),
         },
         "Watch the live inputs for data drift.",
-        rules=(rule("!self.enabled || has(self.reference)",
+        rules=(rule("!has(self.enabled) || !self.enabled || has(self.reference)",
                     "spec.drift.enabled needs spec.drift.reference.storageUri", field_path=".reference"),),
     )
 
@@ -150,7 +150,7 @@ def retraining_schema() -> Schema:
             "failedJobsHistoryLimit": integer(minimum=0, maximum=100, default=3),
         },
         "Retrain the model in a Job when drift is detected, then roll the result out.",
-        rules=(rule("!self.enabled || has(self.outputStorageUri)",
+        rules=(rule("!has(self.enabled) || !self.enabled || has(self.outputStorageUri)",
                     "spec.retraining.enabled needs spec.retraining.outputStorageUri",
                     field_path=".outputStorageUri"),),
     )

@@ -138,11 +138,11 @@ def triton_schema() -> Schema:
         "Triton model configuration (config.pbtxt).",
         default={},
         rules=(
-            rule("!has(self.dynamicBatching) || self.maxBatchSize > 0",
+            rule("!has(self.dynamicBatching) || (has(self.maxBatchSize) && self.maxBatchSize > 0)",
                  "spec.runtime.triton.dynamicBatching needs batching: set spec.runtime.triton.maxBatchSize "
                  "> 0 or remove dynamicBatching", field_path=".dynamicBatching"),
             rule("!has(self.dynamicBatching) || !has(self.dynamicBatching.preferredBatchSize) || "
-                 "self.dynamicBatching.preferredBatchSize.all(b, b <= self.maxBatchSize)",
+                 "self.dynamicBatching.preferredBatchSize.all(b, has(self.maxBatchSize) && b <= self.maxBatchSize)",
                  "spec.runtime.triton.dynamicBatching.preferredBatchSize: every size must be <= maxBatchSize",
                  field_path=".dynamicBatching.preferredBatchSize"),
         ),

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# The whole test suite on a fresh machine: install, build the control plane (cached under
+# ~/.cache/tritonops), lint, type-check, check generated files, then every test tier.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+t0=$SECONDS
+step() { printf '\n== %s (%ss)\n' "$*" "$((SECONDS - t0))"; }
+
+step "install"
+bash hack/install.sh
+step "build control plane (cached)"
+TRITONOPS_BIN_DIR=$(bash hack/build-control-plane.sh | tail -n 1)
+export TRITONOPS_BIN_DIR
+if [ -x hack/build-s3.sh ]; then
+  step "build S3 server (cached)"
+  bash hack/build-s3.sh >/dev/null
+fi
+step "lint"
+.venv/bin/ruff check .
+.venv/bin/mypy
+step "generated files are current"
+.venv/bin/tritonops crd --check
+step "tests"
+.venv/bin/pytest "$@"

@@ -1,0 +1,193 @@
+"""Helpers for tests against a real API server: a client, the operator as a subprocess, waiting."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import kubernetes
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+CRD_FILE = ROOT / "crds" / "modeldeployments.tritonops.io.yaml"
+T = TypeVar("T")
+
+
+def wait_until(what: str, probe: Callable[[], T | None], timeout: float = 60.0, interval: float = 0.2) -> T:
+    """Poll ``probe`` until it returns something truthy; fail with ``what`` and the last value."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = probe()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last value: {last!r}")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@dataclass
+class Api:
+    """Typed-enough access to the objects the tests look at."""
+
+    client: Any
+
+    @classmethod
+    def from_kubeconfig(cls, path: str) -> Api:
+        return cls(kubernetes.config.new_client_from_config(config_file=path))
+
+    @property
+    def core(self) -> Any:
+        return kubernetes.client.CoreV1Api(self.client)
+
+    @property
+    def apps(self) -> Any:
+        return kubernetes.client.AppsV1Api(self.client)
+
+    @property
+    def custom(self) -> Any:
+        return kubernetes.client.CustomObjectsApi(self.client)
+
+    def md(self, ns: str, name: str) -> dict[str, Any] | None:
+        try:
+            obj: dict[str, Any] = self.custom.get_namespaced_custom_object(
+                "tritonops.io", "v1alpha1", ns, "modeldeployments", name)
+            return obj
+        except kubernetes.client.ApiException as err:
+            if err.status == 404:
+                return None
+            raise
+
+    def create_md(self, ns: str, body: dict[str, Any]) -> dict[str, Any]:
+        obj: dict[str, Any] = self.custom.create_namespaced_custom_object(
+            "tritonops.io", "v1alpha1", ns, "modeldeployments", body)
+        return obj
+
+    def patch_md(self, ns: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
+        obj: dict[str, Any] = self.custom.patch_namespaced_custom_object(
+            "tritonops.io", "v1alpha1", ns, "modeldeployments", name, patch)
+        return obj
+
+    def delete_md(self, ns: str, name: str) -> None:
+        self.custom.delete_namespaced_custom_object("tritonops.io", "v1alpha1", ns, "modeldeployments", name)
+
+    def condition(self, ns: str, name: str, type_: str) -> dict[str, Any] | None:
+        md = self.md(ns, name) or {}
+        return next((c for c in md.get("status", {}).get("conditions", []) if c["type"] == type_), None)
+
+    def deployments(self, ns: str, name: str) -> list[Any]:
+        items: list[Any] = self.apps.list_namespaced_deployment(
+            ns, label_selector=f"tritonops.io/modeldeployment={name}").items
+        return items
+
+
+def kubectl(cluster: Any, *args: str, check: bool = True, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    """Run the cluster's kubectl (ours, or the one on PATH for an external cluster)."""
+    exe = str(Path(cluster.bin_dir) / "kubectl") if cluster.bin_dir else "kubectl"
+    return subprocess.run([exe, "--kubeconfig", str(cluster.kubeconfig), *args], input=stdin, text=True,
+                          capture_output=True, check=check, timeout=120)
+
+
+def install_crd(cluster: Any) -> None:
+    kubectl(cluster, "apply", "--server-side", "--force-conflicts", "-f", str(CRD_FILE))
+    kubectl(cluster, "wait", "--for=condition=Established", "--timeout=60s",
+            "crd/modeldeployments.tritonops.io")
+
+
+def md_body(name: str, **overrides: Any) -> dict[str, Any]:
+    """A small valid ModelDeployment; ``overrides`` replace top-level spec fields."""
+    spec: dict[str, Any] = {
+        "model": {"name": name.replace("-", "_"), "storageUri": f"s3://models/{name}/model.pt",
+                  "format": "torchscript"},
+        "runtime": {"triton": {"maxBatchSize": 8, "instanceGroups": [{"kind": "KIND_GPU", "count": 1}]}},
+        "resources": {"limits": {"nvidia.com/gpu": 1, "memory": "1Gi"}, "requests": {"cpu": "100m"}},
+        "replicas": 1,
+    }
+    spec.update(overrides)
+    return {"apiVersion": "tritonops.io/v1alpha1", "kind": "ModelDeployment", "metadata": {"name": name},
+            "spec": spec}
+
+
+_SAMPLE = re.compile(r'^tritonops_api_requests_total\{(?P<labels>[^}]*)\} (?P<value>\S+)$', re.M)
+
+
+@dataclass
+class OperatorProcess:
+    """``tritonops run`` as a subprocess against the test cluster (killable, restartable)."""
+
+    kubeconfig: str
+    namespace: str
+    log_path: Path
+    resync_seconds: float = 2.0
+    extra_env: dict[str, str] = field(default_factory=dict)
+    proc: subprocess.Popen[bytes] | None = None
+    metrics_port: int = 0
+
+    def start(self) -> OperatorProcess:
+        self.metrics_port, health = free_port(), free_port()
+        env = {**os.environ, "KUBECONFIG": self.kubeconfig, **self.extra_env}
+        cmd = [sys.executable, "-m", "tritonops", "run", "--namespace", self.namespace,
+               "--metrics-port", str(self.metrics_port), "--health-port", str(health),
+               "--resync-seconds", str(self.resync_seconds), "--runtime-image", "tritonops-runtime:test"]
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        wait_until("operator metrics endpoint", self._metrics_text, timeout=60)
+        return self
+
+    def _metrics_text(self) -> str | None:
+        if self.proc and self.proc.poll() is not None:
+            raise AssertionError(f"operator exited with {self.proc.returncode}; see {self.log_path}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=2) as r:
+                text: str = r.read().decode()
+                return text
+        except OSError:
+            return None
+
+    def requests(self, verbs: set[str] | None = None, resource: str | None = None) -> float:
+        """Sum of API requests made so far, filtered by verb and resource."""
+        text = self._metrics_text() or ""
+        total = 0.0
+        for m in _SAMPLE.finditer(text):
+            labels = dict(kv.split("=", 1) for kv in m.group("labels").split(","))
+            labels = {k: v.strip('"') for k, v in labels.items()}
+            if (verbs is None or labels["verb"] in verbs) and (resource is None or labels["resource"] == resource):
+                total += float(m.group("value"))
+        return total
+
+    def writes(self) -> float:
+        return self.requests({"apply", "patch", "create", "delete", "update"})
+
+    def kill(self) -> None:
+        """SIGKILL: no chance to finish what it was doing."""
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+def load_yaml(path: Path) -> Any:
+    return yaml.safe_load(path.read_text())
