@@ -9,7 +9,9 @@ from typing import Any
 Mod = Callable[[dict[str, Any]], None]
 
 BASE_SPEC: dict[str, Any] = {
-    "model": {"name": "clf", "storageUri": "s3://models/clf/model.pt", "version": 1, "format": "torchscript"},
+    "model": {"name": "clf", "storageUri": "s3://models/clf/model.pt", "version": 1, "format": "torchscript",
+              "inputs": [{"name": "INPUT0", "dataType": "TYPE_FP32", "dims": [4]}],
+              "outputs": [{"name": "OUTPUT0", "dataType": "TYPE_FP32", "dims": [3]}]},
     "runtime": {
         "image": "nvcr.io/nvidia/tritonserver:25.10-py3",
         "imagePullPolicy": "IfNotPresent",
@@ -26,7 +28,7 @@ BASE_SPEC: dict[str, Any] = {
 }
 
 
-def model_deployment(name: str = "clf", *mods: Mod, namespace: str = "ml", generation: int = 1) -> dict[str, Any]:
+def model_deployment(*mods: Mod, name: str = "clf", namespace: str = "ml", generation: int = 1) -> dict[str, Any]:
     """A ModelDeployment as the API server would return it (defaults applied)."""
     md = {
         "apiVersion": "tritonops.io/v1alpha1",

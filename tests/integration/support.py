@@ -114,7 +114,9 @@ def md_body(name: str, **overrides: Any) -> dict[str, Any]:
     """A small valid ModelDeployment; ``overrides`` replace top-level spec fields."""
     spec: dict[str, Any] = {
         "model": {"name": name.replace("-", "_"), "storageUri": f"s3://models/{name}/model.pt",
-                  "format": "torchscript"},
+                  "format": "torchscript",
+                  "inputs": [{"name": "INPUT0", "dataType": "TYPE_FP32", "dims": [4]}],
+                  "outputs": [{"name": "OUTPUT0", "dataType": "TYPE_FP32", "dims": [3]}]},
         "runtime": {"triton": {"maxBatchSize": 8, "instanceGroups": [{"kind": "KIND_GPU", "count": 1}]}},
         "resources": {"limits": {"nvidia.com/gpu": 1, "memory": "1Gi"}, "requests": {"cpu": "100m"}},
         "replicas": 1,

@@ -21,10 +21,11 @@ OPTS = BuildOptions(runtime_image="ghcr.io/tritonops/tritonops-runtime:0.1.0")
 CASES: dict[str, Any] = {
     "gpu-torchscript": model_deployment(),
     "cpu-wrapper-pvc": model_deployment(
-        "fraud",
         with_spec("model", {"name": "fraud", "storageUri": "pvc://models/fraud/v3.tar.gz", "version": 3,
                             "format": "onnx", "credentials": {"secretName": "store-creds"},
-                            "digest": "sha256:" + "ab" * 32}),
+                            "digest": "sha256:" + "ab" * 32,
+                            "inputs": [{"name": "x", "dataType": "TYPE_FP32", "dims": [-1, 8]}],
+                            "outputs": [{"name": "y", "dataType": "TYPE_INT64", "dims": [1]}]}),
         with_spec("runtime.triton", {"backend": "PythonWrapper", "maxBatchSize": 0,
                                      "instanceGroups": [{"kind": "KIND_CPU", "count": 2}]}),
         with_spec("resources", {"limits": {"cpu": "2", "memory": "2Gi"}}),
@@ -32,6 +33,7 @@ CASES: dict[str, Any] = {
         with_spec("tolerations", [{"key": "dedicated", "operator": "Equal", "value": "ml", "effect": "NoSchedule"}]),
         with_spec("runtime.args", ["--log-verbose=1"]),
         with_spec("replicas", 1),
+        name="fraud",
     ),
 }
 
@@ -44,9 +46,23 @@ def render_children(md: dict[str, Any]) -> list[dict[str, Any]]:
             build_deployment(owner, rev, md["spec"], md["spec"].get("replicas", 1), OPTS)]
 
 
+class _Dumper(yaml.SafeDumper):
+    """Readable golden files: no anchors, multi-line strings as literal blocks."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
+def _str(dumper: yaml.SafeDumper, text: str) -> yaml.ScalarNode:
+    return dumper.represent_scalar("tag:yaml.org,2002:str", text, style="|" if "\n" in text else None)
+
+
+_Dumper.add_representer(str, _str)
+
+
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_golden(case: str, update_golden: bool) -> None:
-    text = yaml.safe_dump_all(render_children(CASES[case]), sort_keys=True)
+    text = yaml.dump_all(render_children(CASES[case]), Dumper=_Dumper, sort_keys=True)
     path = GOLDEN / f"{case}.yaml"
     if update_golden or not path.exists():
         path.write_text(text)

@@ -220,7 +220,7 @@ def test_last_transition_time_only_moves_on_a_flip() -> None:
     md, observed = model_deployment(), Observed()
     converge(md, observed)
     before = copy.deepcopy(md["status"]["conditions"])
-    with_spec("replicas", 3)(md)
+    with_spec("rollout.progressDeadlineSeconds", 900)(md)
     md["metadata"]["generation"] = 2
     later = NOW + timedelta(hours=2)
     status = converge(md, observed, later)

@@ -180,7 +180,7 @@ def build_deployment(owner: Owner, revision: str, spec: dict[str, Any], replicas
         "progressDeadlineSeconds": spec.get("rollout", {}).get("progressDeadlineSeconds", 600),
         "revisionHistoryLimit": 1,
         "template": {
-            "metadata": {"labels": labels, "annotations": {
+            "metadata": {"labels": dict(labels), "annotations": {
                 "prometheus.io/scrape": "true", "prometheus.io/port": str(c.METRICS_PORT),
                 "prometheus.io/path": c.METRICS_PATH, "kubectl.kubernetes.io/default-container": "triton"}},
             "spec": build_pod_spec(spec, revision, opts),
