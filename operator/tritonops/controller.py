@@ -72,8 +72,8 @@ def execute(kube: Kube, md: dict[str, Any], result: Plan, now: datetime) -> None
     """Apply a plan: children first, then deletions, then the status, then events."""
     meta = md["metadata"]
     ns = meta["namespace"]
-    for obj in result.apply:
-        log.info("applying %s %s/%s", obj["kind"], ns, obj["metadata"]["name"])
+    for obj, why in zip(result.apply, result.why, strict=True):
+        log.info("applying %s %s/%s (differs at %s)", obj["kind"], ns, obj["metadata"]["name"], why)
         kube.apply(obj)
     for kind, name in result.delete:
         log.info("deleting %s %s/%s", kind, ns, name)

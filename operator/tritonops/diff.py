@@ -40,9 +40,27 @@ def _scalar_equal(want: Any, have: Any) -> bool:
 
 def contains(have: Any, want: Any) -> bool:
     """Whether ``have`` holds every field of ``want`` with an equal value (lists: same length)."""
+    return first_difference(have, want) is None
+
+
+def first_difference(have: Any, want: Any, path: str = "") -> str | None:
+    """The path of the first field where ``have`` does not hold ``want`` (None when it does)."""
     if isinstance(want, dict):
-        return isinstance(have, dict) and all(k in have and contains(have[k], v) for k, v in want.items())
+        if not isinstance(have, dict):
+            return path or "."
+        for key, value in want.items():
+            if key not in have:
+                return f"{path}.{key}"
+            found = first_difference(have[key], value, f"{path}.{key}")
+            if found:
+                return found
+        return None
     if isinstance(want, list):
-        return (isinstance(have, list) and len(have) == len(want)
-                and all(contains(h, w) for h, w in zip(have, want, strict=True)))
-    return _scalar_equal(want, have)
+        if not isinstance(have, list) or len(have) != len(want):
+            return path
+        for i, (h, w) in enumerate(zip(have, want, strict=True)):
+            found = first_difference(h, w, f"{path}[{i}]")
+            if found:
+                return found
+        return None
+    return None if _scalar_equal(want, have) else path

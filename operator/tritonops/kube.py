@@ -100,15 +100,15 @@ class Kube:
         """One API call; returns the decoded JSON body."""
         self._bucket.take(self._lock)
         headers = {"Accept": "application/json", "Content-Type": content_type}
-        try:
-            resp = self._client.call_api(url, method, query_params=list((query or {}).items()),
-                                         header_params=headers, body=body, auth_settings=["BearerToken"],
-                                         _preload_content=False, _return_http_data_only=True)
-        except kubernetes.client.ApiException as err:
-            REQUESTS.labels(verb, resource, str(err.status)).inc()
-            raise ApiError(err.status, err.reason or "", err.body or "") from err
+        method, full_url, headers, body, _ = self._client.param_serialize(
+            method, url, query_params=list((query or {}).items()), header_params=headers, body=body,
+            auth_settings=["BearerToken"])
+        resp = self._client.call_api(method, full_url, header_params=headers, body=body,
+                                     _request_timeout=30)
+        data = resp.read()
         REQUESTS.labels(verb, resource, str(resp.status)).inc()
-        data = resp.data
+        if not 200 <= resp.status < 300:
+            raise ApiError(resp.status, resp.reason or "", data.decode(errors="replace") if data else "")
         return json.loads(data) if data else None
 
     def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
@@ -126,6 +126,9 @@ class Kube:
         result = self.request("list", "GET", path(kind, namespace), resource=kind,
                               query={"labelSelector": selector})
         items: list[dict[str, Any]] = result.get("items", [])
+        for item in items:  # list items come without apiVersion/kind; make them whole objects
+            item.setdefault("apiVersion", result.get("apiVersion", ""))
+            item.setdefault("kind", kind)
         return items
 
     def apply(self, obj: dict[str, Any]) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from tritonops.builders.deployment import BuildOptions, build_deployment
 from tritonops.builders.meta import LABEL_REVISION, Owner, revision_of, selector_string
 from tritonops.builders.service import build_service
 from tritonops.diagnose import Diagnosis, diagnose
-from tritonops.diff import contains
+from tritonops.diff import first_difference
 from tritonops.status import reasons as r
 from tritonops.status.conditions import Cond, find, merge, phase
 from tritonops.validate import problems_of, render_model_config
@@ -48,6 +48,7 @@ class Plan:
     """What one reconcile cycle should do."""
 
     apply: list[dict[str, Any]]
+    why: list[str]  # for each object to apply, the first field that differs (for the log)
     delete: list[tuple[str, str]]  # (kind, name)
     status: dict[str, Any] | None  # the full new status, or None when unchanged
     events: list[Event]
@@ -126,10 +127,11 @@ def plan(md: dict[str, Any], observed: Observed, now: datetime, opts: BuildOptio
     target = None if problems else revision_of(meta["name"], spec, opts.runtime_image)
     revs = _revisions(md, observed, target)
     desired = _desired(md, owner, target, opts)
-    to_apply = [o for o in desired if not contains(_observed_of(observed, o), o)]
+    drift = [(o, first_difference(_observed_of(observed, o), o)) for o in desired]
+    to_apply = [(o, why) for o, why in drift if why is not None]
     new_status, events, requeue = _status(md, observed, revs, problems, now)
     old = {k: v for k, v in (md.get("status") or {}).items() if k != "kopf"}
-    return Plan(apply=to_apply, delete=_deletions(observed, revs),
+    return Plan(apply=[o for o, _ in to_apply], why=[w for _, w in to_apply], delete=_deletions(observed, revs),
                 status=None if new_status == old else new_status, events=events, requeue_after=requeue)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 from typing import Any
 
 import kubernetes
@@ -17,6 +18,12 @@ pytestmark = pytest.mark.cluster
 def api(cluster: Any) -> Api:
     install_crd(cluster)
     return Api.from_kubeconfig(str(cluster.kubeconfig))
+
+
+def _message(err: kubernetes.client.ApiException) -> str:
+    """The Status message the API server returned (JSON-decoded: '<' arrives escaped)."""
+    message: str = json.loads(err.body)["message"]
+    return message
 
 
 def _set(body: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
@@ -88,21 +95,21 @@ def test_api_server_rejects(api: Api, namespace: str, case: str, path: str, valu
     with pytest.raises(kubernetes.client.ApiException) as err:
         api.create_md(namespace, body)
     assert err.value.status == 422
-    assert message in err.value.body, err.value.body
+    assert message in _message(err.value), err.value.body
 
 
 def test_long_names_are_rejected(api: Api, namespace: str) -> None:
     body = md_body("x" * 46)
     with pytest.raises(kubernetes.client.ApiException) as err:
         api.create_md(namespace, body)
-    assert "metadata.name must be at most 45 characters" in err.value.body
+    assert "metadata.name must be at most 45 characters" in _message(err.value)
 
 
 def test_model_name_is_immutable(api: Api, namespace: str) -> None:
     api.create_md(namespace, md_body("immutable"))
     with pytest.raises(kubernetes.client.ApiException) as err:
         api.patch_md(namespace, "immutable", {"spec": {"model": {"name": "other"}}})
-    assert "spec.model.name is immutable" in err.value.body
+    assert "spec.model.name is immutable" in _message(err.value)
 
 
 def test_valid_spec_is_defaulted(api: Api, namespace: str) -> None:

@@ -59,7 +59,8 @@ def _fetch_env(spec: dict[str, Any]) -> list[dict[str, Any]]:
         (c.ENV_CONFIG_FILE, f"{c.CONFIG_DIR}/{c.CONFIG_FILE}"),
         (c.ENV_PVC_ROOT, c.PVC_ROOT),
     ]
-    return [{"name": k, "value": v} for k, v in values]
+    # The API server drops empty values, which would read back as a difference: leave them out.
+    return [{"name": k, "value": v} for k, v in values if v]
 
 
 def pvc_claim(storage_uri: str) -> str:
