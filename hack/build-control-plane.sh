@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # Build the real Kubernetes control plane used by the tests and `tritonops dev up`:
 # kube-apiserver, kube-controller-manager, kube-scheduler, kubectl (k8s.io/kubernetes), etcd, kwok, helm.
-# Idempotent: binaries are cached under ~/.cache/tritonops/bins/<key>/ where <key> hashes the pinned
-# go.mod/go.sum files, so a version bump rebuilds and an unchanged checkout reuses the cache.
+# Idempotent: binaries are cached under ~/.cache/tritonops/bins/<k8s>-<key>/ where <key> hashes the pinned
+# go.mod/go.sum files and this script, so a version bump rebuilds and an unchanged checkout reuses the
+# cache. Concurrent runs serialize on a lock file in the cache; the whole cached path takes ~0.1 s.
 # Prints the bin directory on stdout (last line); progress goes to stderr.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 mods="$here/bins"
-key=$(cat "$mods"/*/go.mod "$mods"/*/go.sum "$0" | sha256sum | cut -c1-12)
+# Key only on the modules built here (other hack/bins/* modules, e.g. s3, have their own scripts).
+key=$(cd "$mods" && cat kube/go.mod kube/go.sum etcd/go.mod etcd/go.sum kwok/go.mod kwok/go.sum \
+      helm/go.mod helm/go.sum "$here/$(basename "$0")" | sha256sum | cut -c1-12)
 # `go mod tidy` may fold a single require line into a block, so ask the go command for versions.
 modver() { (cd "$mods/$1" && go list -m -f '{{.Version}}' "$2"); }
 k8s=$(modver kube k8s.io/kubernetes)
@@ -15,6 +18,9 @@ k8s=$(modver kube k8s.io/kubernetes)
 cache=${TRITONOPS_CACHE:-$HOME/.cache/tritonops}
 bin="$cache/bins/$k8s-$key"
 mkdir -p "$bin"
+# Serialize concurrent runs (parallel test sessions, `dev up` racing a CI step): one builder at a time.
+exec 9>"$cache/bins/.build.lock"
+flock 9
 export CGO_ENABLED=0 GOFLAGS=-mod=mod
 log() { printf '[build-control-plane %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 
@@ -42,12 +48,19 @@ build helm helm helm.sh/helm/v3/cmd/helm "-X helm.sh/helm/v3/internal/version.ve
 for c in kube-apiserver kube-controller-manager kube-scheduler kubectl; do
   GOFLAGS="-mod=mod -tags=selinux,notest" build "$c" kube "k8s.io/kubernetes/cmd/$c" "$kv"
 done
-# The kwok module ships the stage definitions that kwok v0.8 requires; copy them next to the binaries.
+# The kwok module ships the stage definitions that kwok v0.8 requires (it has no built-in stages any more);
+# copy exactly the five that kwokctl uses by default next to the binaries.
 kwok_dir=$(cd "$mods/kwok" && go list -m -f '{{.Dir}}' sigs.k8s.io/kwok)
-mkdir -p "$bin/kwok-stages"
-cp -f "$kwok_dir"/kustomize/stage/node/fast/*.yaml "$kwok_dir"/kustomize/stage/pod/fast/*.yaml \
-   "$kwok_dir"/kustomize/stage/node/heartbeat-with-lease/*.yaml "$bin/kwok-stages/" 2>/dev/null || true
-chmod -R u+w "$bin/kwok-stages"
+stages="$kwok_dir/kustomize/stage"
+rm -rf "$bin/kwok-stages.tmp"
+mkdir -p "$bin/kwok-stages.tmp"
+for f in node/fast/node-initialize node/heartbeat-with-lease/node-heartbeat-with-lease \
+         pod/fast/pod-ready pod/fast/pod-complete pod/fast/pod-delete; do
+  cp "$stages/$f.yaml" "$bin/kwok-stages.tmp/"
+done
+chmod -R u+w "$bin/kwok-stages.tmp"
+rm -rf "$bin/kwok-stages"
+mv "$bin/kwok-stages.tmp" "$bin/kwok-stages"
 printf '%s\n' "k8s=$k8s etcd=$etcd_v helm=$helm_v" > "$bin/VERSIONS"
 log "done: $bin"
 echo "$bin"

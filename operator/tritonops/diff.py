@@ -11,7 +11,7 @@ import re
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-_SUFFIX = {"": 1, "n": Decimal("1e-9"), "u": Decimal("1e-6"), "m": Decimal("1e-3"), "k": 10**3, "M": 10**6,
+_SUFFIX: dict[str, int | Decimal] = {"": 1, "n": Decimal("1e-9"), "u": Decimal("1e-6"), "m": Decimal("1e-3"), "k": 10**3, "M": 10**6,
            "G": 10**9, "T": 10**12, "P": 10**15, "E": 10**18, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30,
            "Ti": 2**40, "Pi": 2**50, "Ei": 2**60}
 _QUANTITY = re.compile(r"^([+-]?[0-9.]+)([a-zA-Z]*)$")
@@ -23,7 +23,7 @@ def parse_quantity(value: Any) -> Decimal | None:
     if not match or match.group(2) not in _SUFFIX:
         return None
     try:
-        return Decimal(match.group(1)) * Decimal(_SUFFIX[match.group(2)])
+        return Decimal(match.group(1)) * _SUFFIX[match.group(2)]
     except InvalidOperation:
         return None
 

@@ -64,3 +64,14 @@ NATIVE_BACKENDS: Final = {
 BACKEND_NATIVE: Final = "Native"
 BACKEND_PYTHON_WRAPPER: Final = "PythonWrapper"
 WRAPPABLE_FORMATS: Final = ("torchscript", "onnx")
+
+# --- Added for the runtime data plane (issue 4) ---------------------------------------------------
+# config.pbtxt parameters through which the PythonWrapper backend tells our wrapper model.py what to load.
+WRAPPER_PARAM_FORMAT: Final = "tritonops.format"
+WRAPPER_PARAM_FILE: Final = "tritonops.model_file"
+# Triton's Python backend loads <repo>/<model>/<version>/model.py; the wrapper is copied there.
+WRAPPER_FILE: Final = "model.py"
+# The fetcher's report, written to <repo>/<model>/FETCHED.json (also printed as one JSON line on stdout).
+FETCHED_FILE: Final = "FETCHED.json"
+# Archive suffixes the fetcher unpacks (anything else is a single model file or a directory).
+ARCHIVE_SUFFIXES: Final = (".tar.gz", ".tgz", ".zip")
