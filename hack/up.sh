@@ -26,6 +26,9 @@ last=""
 for _ in $(seq 180); do
   now=$(kubectl get md "$name" --no-headers 2>/dev/null || true)
   [ "$now" != "$last" ] && { echo "$now"; last=$now; }
+  if [ "$(kubectl get md "$name" -o jsonpath='{.status.conditions[?(@.type=="InvalidSpec")].status}')" = True ]; then
+    kubectl describe md "$name"; echo "modeldeployment/$name: the operator cannot honour this spec (above)" >&2; exit 1
+  fi
   if [ "$(kubectl get md "$name" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}')" = True ]; then
     echo; kubectl get md,deployments,pods,services -l "tritonops.io/modeldeployment=$name" -o wide
     kubectl get md "$name"
