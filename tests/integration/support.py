@@ -8,7 +8,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,21 +17,16 @@ from typing import Any, TypeVar
 import kubernetes
 import yaml
 
+from tests.integration.waiting import wait_for
+
 ROOT = Path(__file__).resolve().parents[2]
 CRD_FILE = ROOT / "crds" / "modeldeployments.tritonops.io.yaml"
 T = TypeVar("T")
 
 
 def wait_until(what: str, probe: Callable[[], T | None], timeout: float = 60.0, interval: float = 0.2) -> T:
-    """Poll ``probe`` until it returns something truthy; fail with ``what`` and the last value."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = probe()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last value: {last!r}")
+    """``wait_for`` with the description first (reads better in long predicates)."""
+    return wait_for(probe, timeout, what, interval)
 
 
 def free_port() -> int:
