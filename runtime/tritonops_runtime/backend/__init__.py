@@ -1,0 +1,1 @@
+"""Triton Python-backend programs shipped with the runtime (copied into model repositories)."""
