@@ -150,9 +150,11 @@ def default_path() -> Path:
 
 def generated_files(crd_path: Path | None = None) -> dict[Path, str]:
     """Every file generated from the schema: the CRD and the API reference."""
-    from tritonops.api import docs
+    from tritonops.api import chart, docs
 
-    return {crd_path or default_path(): render(), docs.default_path(): docs.render(build_crd())}
+    text = render()
+    return {crd_path or default_path(): text, docs.default_path(): docs.render(build_crd()),
+            chart.chart_crd_path(): chart.render_chart_crd(text)}
 
 
 def check(path: Path) -> str | None:

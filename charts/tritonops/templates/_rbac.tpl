@@ -1,0 +1,48 @@
+{{/*
+The operator's permissions, shared by the per-namespace Roles and the cluster-wide ClusterRole.
+Exactly what operator/tritonops/kube.py, controller.py and handlers.py call, plus what kopf itself needs;
+tests/chart/test_rbac.py removes one verb at a time and shows the operator then fails (or logs a denial).
+No wildcards, and no access to Secrets: the fetcher pods read model-store credentials through envFrom.
+*/}}
+{{- define "tritonops.rules" -}}
+# ModelDeployments: kopf lists and watches them (on.event handler); the controller GETs each one at the
+# start of every reconcile cycle.
+- apiGroups: ["tritonops.io"]
+  resources: ["modeldeployments"]
+  verbs: ["get", "list", "watch"]
+# Children carry an ownerReference with blockOwnerDeletion: true; where the OwnerReferencesPermission-
+# Enforcement admission plugin is on (OpenShift, hardened clusters) that needs `update` on the owner's
+# finalizers subresource. The operator itself never sets a finalizer.
+- apiGroups: ["tritonops.io"]
+  resources: ["modeldeployments/finalizers"]
+  verbs: ["update"]
+# Status is the only part of a ModelDeployment the operator writes (merge patch on the subresource).
+- apiGroups: ["tritonops.io"]
+  resources: ["modeldeployments/status"]
+  verbs: ["patch"]
+# One Deployment per revision: written by server-side apply (PATCH; the API server also checks `create`
+# when the PATCH creates the object), deleted once a newer revision serves; kopf watches them (by label)
+# to trigger reconciles, and the controller lists them by label to observe.
+- apiGroups: ["apps"]
+  resources: ["deployments"]
+  verbs: ["list", "watch", "create", "patch", "delete"]
+# The Service of each ModelDeployment (HTTP, gRPC, metrics): applied, watched and listed; never deleted
+# by the operator (owner references let the garbage collector remove it with its ModelDeployment).
+- apiGroups: [""]
+  resources: ["services"]
+  verbs: ["list", "watch", "create", "patch"]
+# The immutable per-revision ConfigMap with config.pbtxt: applied, listed and watched, deleted with its
+# revision.
+- apiGroups: [""]
+  resources: ["configmaps"]
+  verbs: ["list", "watch", "create", "patch", "delete"]
+# Triton pods: read only, to explain why a revision is not ready (unschedulable, fetch or load failures).
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["list", "watch"]
+# Events on ModelDeployments, posted by the controller (rollout steps, invalid specs) and by kopf
+# (handler failures).
+- apiGroups: [""]
+  resources: ["events"]
+  verbs: ["create"]
+{{- end }}
