@@ -44,7 +44,9 @@ helm_v=$(modver helm helm.sh/helm/v3)
 
 build etcd etcd go.etcd.io/etcd/server/v3
 build kwok kwok sigs.k8s.io/kwok/cmd/kwok
-build helm helm helm.sh/helm/v3/cmd/helm "-X helm.sh/helm/v3/internal/version.version=$helm_v"
+# helm renders offline (`helm template`) for a default Kubernetes version: make it the one we build.
+build helm helm helm.sh/helm/v3/cmd/helm "-X helm.sh/helm/v3/internal/version.version=$helm_v" \
+  "-X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=$minor"
 for c in kube-apiserver kube-controller-manager kube-scheduler kubectl; do
   GOFLAGS="-mod=mod -tags=selinux,notest" build "$c" kube "k8s.io/kubernetes/cmd/$c" "$kv"
 done
@@ -62,5 +64,9 @@ chmod -R u+w "$bin/kwok-stages.tmp"
 rm -rf "$bin/kwok-stages"
 mv "$bin/kwok-stages.tmp" "$bin/kwok-stages"
 printf '%s\n' "k8s=$k8s etcd=$etcd_v helm=$helm_v" > "$bin/VERSIONS"
+# Older builds of the same tools (previous pins) are dead weight (~0.5 GB each).
+for old in "$cache"/bins/v*-*; do
+  [ "$old" = "$bin" ] || rm -rf "$old"
+done
 log "done: $bin"
 echo "$bin"

@@ -8,6 +8,7 @@ step() { printf '\n== %s (%ss)\n' "$*" "$((SECONDS - t0))"; }
 
 step "install"
 bash hack/install.sh
+bash hack/install-test-deps.sh
 step "build control plane (cached)"
 TRITONOPS_BIN_DIR=$(bash hack/build-control-plane.sh | tail -n 1)
 export TRITONOPS_BIN_DIR

@@ -1,14 +1,70 @@
-"""Shared pytest options: ``--update-golden`` rewrites golden files instead of comparing."""
+"""Shared pytest wiring for every tier.
+
+- ``--update-golden`` rewrites golden files instead of comparing.
+- ``cluster`` (one per session): a private control plane built from Go modules (etcd, kube-apiserver,
+  kube-controller-manager, kube-scheduler and kwok; see ``tritonops.devcluster``) with 2 CPU and 2 GPU
+  nodes (2 x nvidia.com/gpu each), or the cluster of ``$KUBECONFIG`` when that is set (``cluster.owned``
+  is then False and nothing cluster-scoped is created on it). Tests using it are marked ``cluster``, and on
+  a failure the tail of every component log is attached to the report.
+- ``namespace``: a fresh namespace enforcing the restricted Pod Security level, deleted after the test.
+"""
 
 from __future__ import annotations
 
+import re
+import uuid
+from collections.abc import Generator, Iterator
+
 import pytest
+
+from tritonops.devcluster.nodes import NodePool
+from tritonops.devcluster.session import ClusterHandle, create_namespace, delete_namespace, open_cluster
+
+_HANDLE = pytest.StashKey[ClusterHandle]()
+TEST_POOL = NodePool(cpu_nodes=2, gpu_nodes=2, gpus_per_node=2)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    parser.addoption("--update-golden", action="store_true", help="rewrite golden files under tests/golden")
+    parser.addoption("--update-golden", action="store_true", help="rewrite golden files under tests/")
 
 
 @pytest.fixture
 def update_golden(request: pytest.FixtureRequest) -> bool:
     return bool(request.config.getoption("--update-golden"))
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "cluster" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.cluster)
+
+
+@pytest.fixture(scope="session")
+def cluster(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterHandle]:
+    handle = open_cluster(tmp_path_factory.mktemp("devcluster"), TEST_POOL)
+    request.config.stash[_HANDLE] = handle
+    try:
+        yield handle
+    finally:
+        handle.close()
+
+
+@pytest.fixture
+def namespace(cluster: ClusterHandle, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh namespace enforcing the restricted Pod Security level, deleted after the test."""
+    base = re.sub(r"[^a-z0-9-]+", "-", request.node.name.lower()).strip("-")[:40].strip("-")
+    name = f"t-{base}-{uuid.uuid4().hex[:6]}"
+    create_namespace(cluster.kubeconfig, name)
+    yield name
+    delete_namespace(cluster.kubeconfig, name)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
+    handle = item.config.stash.get(_HANDLE, None)
+    if report.failed and handle is not None and handle.owned:
+        report.sections.append(("control-plane logs (last 80 lines each)", handle.log_tails(80)))
+    return report

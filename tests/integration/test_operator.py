@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from tests.integration.rbac import operator_kubeconfig
 from tests.integration.support import Api, OperatorProcess, install_crd, kubectl, md_body, wait_until
 
 pytestmark = pytest.mark.cluster
@@ -27,7 +28,9 @@ def api(cluster: Any) -> Api:
 
 @pytest.fixture
 def operator(cluster: Any, api: Api, namespace: str, tmp_path: Path) -> Iterator[OperatorProcess]:
-    proc = OperatorProcess(str(cluster.kubeconfig), namespace, tmp_path / "operator.log").start()
+    # The operator runs with exactly the chart's RBAC (a token of the chart's ServiceAccount).
+    kubeconfig = operator_kubeconfig(cluster, namespace, tmp_path)
+    proc = OperatorProcess(str(kubeconfig), namespace, tmp_path / "operator.log").start()
     yield proc
     proc.stop()
     print((tmp_path / "operator.log").read_text()[-6000:])
