@@ -7,6 +7,8 @@
   is then False and nothing cluster-scoped is created on it). Tests using it are marked ``cluster``, and on
   a failure the tail of every component log is attached to the report.
 - ``namespace``: a fresh namespace enforcing the restricted Pod Security level, deleted after the test.
+- ``api``: a client of the cluster with the CRD installed; ``operator``: ``tritonops run`` as a subprocess
+  watching ``namespace`` under exactly the chart's RBAC (a token of the chart's ServiceAccount).
 """
 
 from __future__ import annotations
@@ -14,9 +16,12 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Generator, Iterator
+from pathlib import Path
 
 import pytest
 
+from tests.integration.rbac import operator_kubeconfig
+from tests.integration.support import Api, OperatorProcess, install_crd
 from tritonops.devcluster.nodes import NodePool
 from tritonops.devcluster.session import ClusterHandle, create_namespace, delete_namespace, open_cluster
 
@@ -57,6 +62,21 @@ def namespace(cluster: ClusterHandle, request: pytest.FixtureRequest) -> Iterato
     create_namespace(cluster.kubeconfig, name)
     yield name
     delete_namespace(cluster.kubeconfig, name)
+
+
+@pytest.fixture(scope="session")
+def api(cluster: ClusterHandle) -> Api:
+    install_crd(cluster)
+    return Api.from_kubeconfig(str(cluster.kubeconfig))
+
+
+@pytest.fixture
+def operator(cluster: ClusterHandle, api: Api, namespace: str, tmp_path: Path) -> Iterator[OperatorProcess]:
+    kubeconfig = operator_kubeconfig(cluster, namespace, tmp_path)
+    proc = OperatorProcess(str(kubeconfig), namespace, tmp_path / "operator.log").start()
+    yield proc
+    proc.stop()
+    print((tmp_path / "operator.log").read_text()[-6000:])  # shown by pytest when the test fails
 
 
 @pytest.hookimpl(wrapper=True)

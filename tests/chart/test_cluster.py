@@ -19,8 +19,7 @@ import yaml
 
 from tests.chart.test_gitops import ARGOCD, GITOPS, run_lua
 from tests.chart.tools import CHART, VALUES_DIR, documents, helm_template, run
-from tests.integration.rbac import operator_kubeconfig
-from tests.integration.support import Api, OperatorProcess, install_crd
+from tests.integration.support import Api, OperatorProcess, ready
 from tests.integration.waiting import wait_for
 from tritonops.devcluster.session import create_namespace, delete_namespace
 
@@ -34,12 +33,6 @@ def kubectl(cluster: Any, *args: str, stdin: str | None = None, check: bool = Tr
 
 def helm(cluster: Any, *args: str, check: bool = True) -> Any:
     return run([cluster.tool("helm"), "--kubeconfig", str(cluster.kubeconfig), *args], check=check, timeout=240)
-
-
-@pytest.fixture(scope="module")
-def api(cluster: Any) -> Api:
-    install_crd(cluster)
-    return Api.from_kubeconfig(str(cluster.kubeconfig))
 
 
 @pytest.fixture
@@ -122,27 +115,8 @@ def test_helm_install_upgrade_uninstall(cluster: Any, api: Api, namespace: str) 
     assert kubectl(cluster, "get", "clusterrole", f"{release}-tritonops-scanning", check=False).returncode != 0
 
 
-@pytest.fixture
-def chart_operator(cluster: Any, api: Api, namespace: str, tmp_path: Path) -> Iterator[OperatorProcess]:
-    """The operator under exactly the chart's RBAC for ``namespace``."""
-    kubeconfig = operator_kubeconfig(cluster, namespace, tmp_path)
-    proc = OperatorProcess(str(kubeconfig), namespace, tmp_path / "operator.log").start()
-    yield proc
-    proc.stop()
-    print((tmp_path / "operator.log").read_text()[-4000:])
-
-
-def ready(api: Api, ns: str, name: str) -> dict[str, Any] | None:
-    md = api.md(ns, name) or {}
-    cond = api.condition(ns, name, "Ready")
-    status = md.get("status", {})
-    if cond and cond["status"] == "True" and status.get("observedGeneration") == md["metadata"]["generation"]:
-        return md
-    return None
-
-
 def test_applied_manifest_shows_no_drift_after_reconcile(cluster: Any, api: Api, namespace: str,
-                                                         chart_operator: OperatorProcess, tmp_path: Path) -> None:
+                                                         operator: OperatorProcess, tmp_path: Path) -> None:
     manifest = yaml.safe_load((GITOPS / "kustomize" / "base" / "classifier.yaml").read_text())
     manifest["metadata"]["namespace"] = namespace
     ssa_file = tmp_path / "classifier.yaml"

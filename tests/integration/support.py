@@ -187,3 +187,30 @@ class OperatorProcess:
 
 def load_yaml(path: Path) -> Any:
     return yaml.safe_load(path.read_text())
+
+
+def ready(api: Api, ns: str, name: str) -> dict[str, Any] | None:
+    """The ModelDeployment once Ready is True for its current generation."""
+    cond = api.condition(ns, name, "Ready")
+    md = api.md(ns, name) or {}
+    if cond and cond["status"] == "True" and md["status"].get("observedGeneration") == md["metadata"]["generation"]:
+        return md
+    return None
+
+
+def converged(api: Api, ns: str, name: str) -> dict[str, Any] | None:
+    """Ready, with no revision left to roll out."""
+    md = ready(api, ns, name)
+    return md if md and not md["status"].get("canaryRevision") else None
+
+
+def assert_no_writes_while_idle(operator: OperatorProcess) -> None:
+    """Let in-flight cycles drain, then check that three more full cycles write nothing."""
+    def reconciles() -> float:
+        return operator.requests({"get"}, "ModelDeployment")
+
+    start = reconciles()
+    wait_until("two more reconciles", lambda: reconciles() >= start + 2, 30)
+    writes, start = operator.writes(), reconciles()
+    wait_until("three more reconciles", lambda: reconciles() >= start + 3, 30)
+    assert operator.writes() == writes

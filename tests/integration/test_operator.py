@@ -8,45 +8,21 @@ collection, status semantics — is the real Kubernetes code.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.integration.rbac import operator_kubeconfig
-from tests.integration.support import Api, OperatorProcess, install_crd, kubectl, md_body, wait_until
+from tests.integration.support import (
+    Api,
+    OperatorProcess,
+    assert_no_writes_while_idle,
+    converged,
+    kubectl,
+    md_body,
+    wait_until,
+)
 
 pytestmark = pytest.mark.cluster
-
-
-@pytest.fixture(scope="module")
-def api(cluster: Any) -> Api:
-    install_crd(cluster)
-    return Api.from_kubeconfig(str(cluster.kubeconfig))
-
-
-@pytest.fixture
-def operator(cluster: Any, api: Api, namespace: str, tmp_path: Path) -> Iterator[OperatorProcess]:
-    # The operator runs with exactly the chart's RBAC (a token of the chart's ServiceAccount).
-    kubeconfig = operator_kubeconfig(cluster, namespace, tmp_path)
-    proc = OperatorProcess(str(kubeconfig), namespace, tmp_path / "operator.log").start()
-    yield proc
-    proc.stop()
-    print((tmp_path / "operator.log").read_text()[-6000:])
-
-
-def ready(api: Api, ns: str, name: str) -> dict[str, Any] | None:
-    cond = api.condition(ns, name, "Ready")
-    md = api.md(ns, name) or {}
-    if cond and cond["status"] == "True" and md["status"].get("observedGeneration") == md["metadata"]["generation"]:
-        return md
-    return None
-
-
-def converged(api: Api, ns: str, name: str) -> dict[str, Any] | None:
-    md = ready(api, ns, name)
-    return md if md and not md["status"].get("canaryRevision") else None
 
 
 def test_model_deployment_becomes_ready_on_gpu_nodes(api: Api, operator: OperatorProcess, namespace: str,
@@ -75,13 +51,7 @@ def test_model_deployment_becomes_ready_on_gpu_nodes(api: Api, operator: Operato
 def test_unchanged_spec_makes_zero_writes(api: Api, operator: OperatorProcess, namespace: str) -> None:
     api.create_md(namespace, md_body("quiet"))
     wait_until("quiet Ready", lambda: converged(api, namespace, "quiet"), timeout=90)
-    # Converged means a full cycle observed the final state; let every in-flight cycle drain.
-    reads = operator.requests({"get"}, "ModelDeployment")
-    wait_until("two more reconciles", lambda: operator.requests({"get"}, "ModelDeployment") >= reads + 2, 30)
-    writes = operator.writes()
-    reads = operator.requests({"get"}, "ModelDeployment")
-    wait_until("three more reconciles", lambda: operator.requests({"get"}, "ModelDeployment") >= reads + 3, 30)
-    assert operator.writes() == writes
+    assert_no_writes_while_idle(operator)
 
 
 def test_model_change_rolls_a_new_revision(api: Api, operator: OperatorProcess, namespace: str) -> None:
@@ -164,12 +134,7 @@ def test_operator_killed_mid_reconcile_converges_after_restart(api: Api, operato
     operator.start()
     md = wait_until("Ready after restart", lambda: converged(api, namespace, "crash"), timeout=90)
     assert [d.metadata.name for d in api.deployments(namespace, "crash")] == [md["status"]["stableRevision"]]
-    reads = operator.requests({"get"}, "ModelDeployment")
-    wait_until("two more reconciles", lambda: operator.requests({"get"}, "ModelDeployment") >= reads + 2, 30)
-    writes = operator.writes()
-    reads = operator.requests({"get"}, "ModelDeployment")
-    wait_until("three more reconciles", lambda: operator.requests({"get"}, "ModelDeployment") >= reads + 3, 30)
-    assert operator.writes() == writes
+    assert_no_writes_while_idle(operator)
 
 
 def _gpu_node(name: str, pool: str, gpus: int) -> dict[str, Any]:

@@ -9,15 +9,9 @@ from typing import Any
 import kubernetes
 import pytest
 
-from tests.integration.support import Api, install_crd, md_body
+from tests.integration.support import Api, md_body
 
 pytestmark = pytest.mark.cluster
-
-
-@pytest.fixture(scope="module")
-def api(cluster: Any) -> Api:
-    install_crd(cluster)
-    return Api.from_kubeconfig(str(cluster.kubeconfig))
 
 
 def _message(err: kubernetes.client.ApiException) -> str:
