@@ -78,6 +78,18 @@ CASES: list[tuple[str, str, Any, str]] = [
     ("retraining-without-output", "spec.retraining", {"enabled": True},
      "spec.retraining.enabled needs spec.retraining.outputStorageUri"),
     ("negative-replicas", "spec.replicas", -1, "spec.replicas in body should be greater than or equal to 0"),
+    ("gpu-request-without-limit", "spec.resources", {"requests": {"nvidia.com/gpu": 1}, "limits": {"cpu": "1"}},
+     "spec.resources.requests['nvidia.com/gpu'] needs the same value in spec.resources.limits['nvidia.com/gpu']"),
+    ("threshold-without-bounds", "spec.rollout",
+     {"strategy": "Canary", "canary": {"steps": [{"setWeight": 10}],
+                                       "analysis": {"metrics": [{"name": "ErrorRate", "thresholdRange": {}}]}}},
+     "thresholdRange needs a bound: set max (fail above it) or min (fail below it)"),
+    ("prometheus-metric-without-query", "spec.autoscaling",
+     {"maxReplicas": 3, "metrics": [{"type": "Prometheus", "target": 10}]},
+     "autoscaling metric of type Prometheus needs query: set it to a PromQL expression"),
+    ("drift-reference-bad-scheme", "spec.drift",
+     {"enabled": True, "reference": {"storageUri": "ftp://host/profile.json"}},
+     "spec.drift.reference.storageUri must be an s3://, gs://, http(s)://, pvc:// or file:/// URI"),
 ]
 
 

@@ -31,9 +31,10 @@ def _analysis() -> Schema:
     metric = obj(
         {
             "name": string(max_length=32, enum=ANALYSIS_METRICS),
-            "thresholdRange": obj({"min": number(), "max": number()},
-                                  rules=(rule("has(self.min) || has(self.max)",
-                                              "thresholdRange needs min or max"),)),
+            "thresholdRange": obj(
+                {"min": number(), "max": number()},
+                rules=(rule("has(self.min) || has(self.max)",
+                            "thresholdRange needs a bound: set max (fail above it) or min (fail below it)"),)),
         },
         required=("name", "thresholdRange"),
     )
@@ -88,7 +89,8 @@ def autoscaling_schema() -> Schema:
         },
         required=("type", "target"),
         rules=(rule("self.type != 'Prometheus' || has(self.query)",
-                    "autoscaling metric of type Prometheus needs query", field_path=".query"),),
+                    "autoscaling metric of type Prometheus needs query: set it to a PromQL expression",
+                    field_path=".query"),),
     )
     return obj(
         {
