@@ -21,7 +21,6 @@ from tritonops.api import GROUP, PLURAL, VERSION
 
 REQUESTS = Counter("tritonops_api_requests_total", "Requests the operator made to the Kubernetes API",
                    ["verb", "resource", "code"])
-WRITE_VERBS = frozenset({"apply", "patch", "create", "delete", "update"})
 
 # kind -> (API prefix, plural); the kinds the operator reads or writes.
 RESOURCES = {
@@ -157,13 +156,3 @@ class Kube:
     def create(self, kind: str, namespace: str, body: dict[str, Any]) -> None:
         """Create an object (used for Events)."""
         self.request("create", "POST", path(kind, namespace), resource=kind, body=body)
-
-
-def writes_total() -> float:
-    """How many write calls this process has made (for tests and benchmarks)."""
-    total = 0.0
-    for metric in REQUESTS.collect():
-        for sample in metric.samples:
-            if sample.name.endswith("_total") and sample.labels.get("verb") in WRITE_VERBS:
-                total += sample.value
-    return total

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import kubernetes
-import yaml
 
 from tests.integration.waiting import wait_for
 
@@ -183,10 +182,6 @@ class OperatorProcess:
                 self.proc.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 self.kill()
-
-
-def load_yaml(path: Path) -> Any:
-    return yaml.safe_load(path.read_text())
 
 
 def ready(api: Api, ns: str, name: str) -> dict[str, Any] | None:

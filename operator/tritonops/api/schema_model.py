@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from tritonops.api import DEFAULT_TRITON_IMAGE
-from tritonops.api.openapi import Schema, array, boolean, integer, obj, rule, string, string_map
+from tritonops.api.openapi import Schema, array, integer, obj, rule, string, string_map
 
 DATA_TYPES = (
     "TYPE_BOOL", "TYPE_UINT8", "TYPE_UINT16", "TYPE_UINT32", "TYPE_UINT64", "TYPE_INT8", "TYPE_INT16",
@@ -182,8 +182,3 @@ def toleration_schema() -> Schema:
         "effect": string(max_length=16, enum=("NoSchedule", "PreferNoSchedule", "NoExecute")),
         "tolerationSeconds": integer(fmt="int64"),
     })
-
-
-def bool_field(description: str, default: bool = False) -> Schema:
-    """A defaulted boolean (re-exported for the lifecycle schema)."""
-    return boolean(description, default=default)

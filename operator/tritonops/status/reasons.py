@@ -34,7 +34,6 @@ INVALID_SPEC_REASON: Final = "InvalidSpec"  # InvalidSpec True
 
 # --- event reasons -----------------------------------------------------------------------------
 EVENT_REVISION_PROMOTED: Final = "RevisionPromoted"
-EVENT_REVISION_CREATED: Final = "RevisionCreated"
 
 # --- phases (display only; derived from conditions) -------------------------------------------
 PHASE_PENDING: Final = "Pending"
