@@ -18,7 +18,7 @@ from tritonops.api import API_VERSION, KIND
 from tritonops.builders.deployment import BuildOptions
 from tritonops.builders.meta import LABEL_MANAGED_BY, LABEL_MD, MANAGED_BY
 from tritonops.kube import Kube
-from tritonops.planner import Event, Observed, Plan, plan, timestamp
+from tritonops.planner import Event, Observed, Plan, deployment_available, plan, timestamp
 from tritonops.workqueue import WorkQueue
 
 log = logging.getLogger(__name__)
@@ -35,14 +35,21 @@ class ControllerConfig:
 
 
 def observe(kube: Kube, namespace: str, name: str) -> Observed:
-    """Read the children of one ModelDeployment (by our labels)."""
+    """Read the children of one ModelDeployment (by our labels).
+
+    Pods are only read when some Deployment is short of available replicas: that is the only case in
+    which the planner looks at them (to say why), and they are the largest list by far.
+    """
     selector = f"{LABEL_MD}={name},{LABEL_MANAGED_BY}={MANAGED_BY}"
 
     def by_name(kind: str) -> dict[str, dict[str, Any]]:
         return {o["metadata"]["name"]: o for o in kube.list(kind, namespace, selector)}
 
-    return Observed(deployments=by_name("Deployment"), config_maps=by_name("ConfigMap"),
-                    services=by_name("Service"), pods=kube.list("Pod", namespace, f"{LABEL_MD}={name}"))
+    observed = Observed(deployments=by_name("Deployment"), config_maps=by_name("ConfigMap"),
+                        services=by_name("Service"))
+    if any(not deployment_available(d, None) for d in observed.deployments.values()):
+        observed.pods = kube.list("Pod", namespace, f"{LABEL_MD}={name}")
+    return observed
 
 
 def status_patch(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
@@ -94,12 +101,11 @@ def reconcile_once(kube: Kube, key: Key, config: ControllerConfig,
     now = clock()
     result = plan(md, observe(kube, namespace, name), now, config.build)
     execute(kube, md, result, now)
-    again = config.resync_seconds
-    if result.apply or result.delete or result.status is not None:
-        again = 1.0  # look again soon: our own writes may unlock the next step
+    # Our own writes come back as watch events and trigger the next cycle; only time-based steps
+    # (a progress deadline) need a timer shorter than the resync.
     if result.requeue_after is not None:
-        again = min(again, result.requeue_after)
-    return again
+        return min(config.resync_seconds, result.requeue_after)
+    return config.resync_seconds
 
 
 class Controller:

@@ -67,7 +67,8 @@ def timestamp(now: datetime) -> str:
     return now.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _available(dep: dict[str, Any] | None, replicas: int | None) -> bool:
+def deployment_available(dep: dict[str, Any] | None, replicas: int | None) -> bool:
+    """Whether ``dep`` has ``replicas`` (None: its own spec.replicas) updated and available."""
     if dep is None:
         return False
     st, spec = dep.get("status", {}), dep.get("spec", {})
@@ -88,7 +89,7 @@ def _revisions(md: dict[str, Any], observed: Observed, target: str | None) -> _R
     if stable and stable != target and stable not in observed.deployments:
         stable = None  # its Deployment is gone; nothing of it serves any more
     replicas = desired_replicas(md["spec"])
-    if target and target != stable and _available(observed.deployments.get(target), replicas):
+    if target and target != stable and deployment_available(observed.deployments.get(target), replicas):
         return _Revisions(target, target, True)
     return _Revisions(target, stable, False)
 
@@ -174,7 +175,7 @@ def _serving_conditions(observed: Observed, revs: _Revisions, replicas: int | No
     msg = f"revision {revs.stable}: {have}/{want} replicas available"
     if want == 0:
         ready = Cond(r.READY, False, r.SCALED_TO_ZERO, f"revision {revs.stable} is scaled to zero")
-    elif _available(dep, want):
+    elif deployment_available(dep, want):
         ready = Cond(r.READY, True, r.REVISION_AVAILABLE, msg)
     else:
         ready = Cond(r.READY, False, r.REPLICAS_UNAVAILABLE, msg)
@@ -221,7 +222,7 @@ def _status(md: dict[str, Any], observed: Observed, revs: _Revisions, problems: 
 
 def _diagnosis(observed: Observed, target: str | None, replicas: int | None) -> Diagnosis | None:
     """Why the target revision's pods are not all available (None when they are, or nothing is known)."""
-    if not target or _available(observed.deployments.get(target), replicas):
+    if not target or deployment_available(observed.deployments.get(target), replicas):
         return None
     return diagnose([p for p in observed.pods if p["metadata"].get("labels", {}).get(LABEL_REVISION) == target])
 
