@@ -18,21 +18,13 @@ import pytest
 import yaml
 
 from tests.chart.test_gitops import ARGOCD, GITOPS, run_lua
-from tests.chart.tools import CHART, VALUES_DIR, documents, helm_template, run
-from tests.integration.support import Api, OperatorProcess, ready
+from tests.chart.tools import CHART, VALUES_DIR, documents, helm_template
+from tests.integration.support import Api, OperatorProcess, helm, kubectl, ready
 from tests.integration.waiting import wait_for
 from tritonops.devcluster.session import create_namespace, delete_namespace
 
 pytestmark = pytest.mark.cluster
 SERVICE_MONITOR_CRD = Path(__file__).resolve().parent / "servicemonitor-crd-stub.yaml"
-
-
-def kubectl(cluster: Any, *args: str, stdin: str | None = None, check: bool = True) -> Any:
-    return run([cluster.tool("kubectl"), "--kubeconfig", str(cluster.kubeconfig), *args], stdin=stdin, check=check)
-
-
-def helm(cluster: Any, *args: str, check: bool = True) -> Any:
-    return run([cluster.tool("helm"), "--kubeconfig", str(cluster.kubeconfig), *args], check=check, timeout=240)
 
 
 @pytest.fixture

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import subprocess
@@ -11,6 +12,8 @@ from typing import Any
 
 import pytest
 import yaml
+
+from tritonops.devcluster.binaries import BinariesError, resolve_bin_dir
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "tritonops"
@@ -23,14 +26,13 @@ RELEASE = "tritonops"
 RELEASE_NAMESPACE = "tritonops-system"
 
 
+@functools.cache
 def bin_dir() -> Path | None:
-    """The control-plane bin dir: $TRITONOPS_BIN_DIR, else the newest build under ~/.cache/tritonops."""
-    env = os.environ.get("TRITONOPS_BIN_DIR")
-    if env:
-        return Path(env)
-    cache = Path(os.environ.get("TRITONOPS_CACHE", Path.home() / ".cache" / "tritonops")) / "bins"
-    builds = sorted((p.parent for p in cache.glob("*/helm")), key=lambda p: p.stat().st_mtime, reverse=True)
-    return builds[0] if builds else None
+    """The control-plane bin dir ($TRITONOPS_BIN_DIR, else the cached build), or None without one."""
+    try:
+        return resolve_bin_dir(quiet=True)
+    except BinariesError:
+        return None
 
 
 def tool(name: str) -> str:

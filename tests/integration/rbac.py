@@ -13,9 +13,6 @@ ownerReference to the Namespace, so deleting the test namespace garbage-collects
 from __future__ import annotations
 
 import copy
-import os
-import shutil
-import subprocess
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -23,24 +20,14 @@ from typing import Any
 import kubernetes
 import yaml
 
-ROOT = Path(__file__).resolve().parents[2]
-CHART = ROOT / "charts" / "tritonops"
+from tests.chart.tools import documents, helm_template
+from tests.integration.support import kubectl
+
 RBAC_KINDS = ("ServiceAccount", "Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding")
 CLUSTER_SCOPED = ("ClusterRole", "ClusterRoleBinding")
-KUBE_VERSION = "v1.36.3"  # for helm's kubeVersion check when rendering offline
 TOKEN_SECONDS = 3600 * 3
 
 RuleFilter = Callable[[dict[str, Any]], dict[str, Any]]
-
-
-def _tool(cluster: Any, name: str) -> str:
-    bin_dir = getattr(cluster, "bin_dir", None) or os.environ.get("TRITONOPS_BIN_DIR")
-    if bin_dir and (Path(bin_dir) / name).exists():
-        return str(Path(bin_dir) / name)
-    found = shutil.which(name)
-    if not found:
-        raise RuntimeError(f"{name} not found: set TRITONOPS_BIN_DIR (hack/build-control-plane.sh)")
-    return found
 
 
 def _client(cluster: Any) -> kubernetes.client.ApiClient:
@@ -54,15 +41,12 @@ def release_name(namespace: str) -> str:
     return f"tritonops-{namespace}"[:63].rstrip("-")
 
 
-def render_rbac(cluster: Any, namespace: str, extra_sets: Sequence[str] = ()) -> list[dict[str, Any]]:
+def render_rbac(namespace: str, extra_sets: Sequence[str] = ()) -> list[dict[str, Any]]:
     """The chart's RBAC objects for an operator in ``namespace`` that watches only ``namespace``."""
-    cmd = [_tool(cluster, "helm"), "template", "tritonops", str(CHART), "--namespace", namespace,
-           "--kube-version", KUBE_VERSION, "--set", f"watchNamespaces={{{namespace}}}",
-           "--set", f"fullnameOverride={release_name(namespace)}", "--set", "crds.install=false"]
-    for s in extra_sets:
-        cmd += ["--set", s]
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=60).stdout
-    return [d for d in yaml.safe_load_all(out) if d and d["kind"] in RBAC_KINDS]
+    sets = [f"watchNamespaces={{{namespace}}}", f"fullnameOverride={release_name(namespace)}",
+            "crds.install=false", *extra_sets]
+    text = helm_template(sets=sets, release="tritonops", namespace=namespace)
+    return [d for d in documents(text) if d["kind"] in RBAC_KINDS]
 
 
 def apply_rbac(cluster: Any, namespace: str, objects: list[dict[str, Any]]) -> None:
@@ -80,9 +64,8 @@ def apply_rbac(cluster: Any, namespace: str, objects: list[dict[str, Any]]) -> N
         if obj["kind"] in CLUSTER_SCOPED:
             obj["metadata"]["ownerReferences"] = [owner]
         docs.append(obj)
-    subprocess.run([_tool(cluster, "kubectl"), "--kubeconfig", str(cluster.kubeconfig), "apply", "--server-side",
-                    "--field-manager=tritonops-tests", "-f", "-"],
-                   input=yaml.safe_dump_all(docs), check=True, capture_output=True, text=True, timeout=60)
+    kubectl(cluster, "apply", "--server-side", "--field-manager=tritonops-tests", "-f", "-",
+            stdin=yaml.safe_dump_all(docs))
 
 
 def service_account_token(cluster: Any, namespace: str, name: str) -> str:
@@ -125,7 +108,7 @@ def operator_kubeconfig(cluster: Any, namespace: str, tmp_path: Path,
     ``rules``, when given, rewrites each rendered Role/ClusterRole before it is applied (the RBAC tests
     use it to take one permission away).
     """
-    objects = render_rbac(cluster, namespace)
+    objects = render_rbac(namespace)
     if rules is not None:
         objects = [rules(o) if o["kind"] in ("Role", "ClusterRole") else o for o in objects]
     apply_rbac(cluster, namespace, objects)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import urllib.request
@@ -16,7 +15,9 @@ from typing import Any, TypeVar
 
 import kubernetes
 
+from tests.chart.tools import run
 from tests.integration.waiting import wait_for
+from tritonops.devcluster.launcher import free_ports
 
 ROOT = Path(__file__).resolve().parents[2]
 CRD_FILE = ROOT / "crds" / "modeldeployments.tritonops.io.yaml"
@@ -26,13 +27,6 @@ T = TypeVar("T")
 def wait_until(what: str, probe: Callable[[], T | None], timeout: float = 60.0, interval: float = 0.2) -> T:
     """``wait_for`` with the description first (reads better in long predicates)."""
     return wait_for(probe, timeout, what, interval)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @dataclass
@@ -92,9 +86,12 @@ class Api:
 
 def kubectl(cluster: Any, *args: str, check: bool = True, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
     """Run the cluster's kubectl (ours, or the one on PATH for an external cluster)."""
-    exe = str(Path(cluster.bin_dir) / "kubectl") if cluster.bin_dir else "kubectl"
-    return subprocess.run([exe, "--kubeconfig", str(cluster.kubeconfig), *args], input=stdin, text=True,
-                          capture_output=True, check=check, timeout=120)
+    return run([cluster.tool("kubectl"), "--kubeconfig", str(cluster.kubeconfig), *args], stdin=stdin, check=check)
+
+
+def helm(cluster: Any, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """Run the cluster's helm against the cluster."""
+    return run([cluster.tool("helm"), "--kubeconfig", str(cluster.kubeconfig), *args], check=check, timeout=240)
 
 
 def install_crd(cluster: Any) -> None:
@@ -135,7 +132,7 @@ class OperatorProcess:
     metrics_port: int = 0
 
     def start(self) -> OperatorProcess:
-        self.metrics_port, health = free_port(), free_port()
+        self.metrics_port, health = free_ports(2)
         env = {**os.environ, "KUBECONFIG": self.kubeconfig, **self.extra_env}
         cmd = [sys.executable, "-m", "tritonops", "run", "--namespace", self.namespace,
                "--metrics-port", str(self.metrics_port), "--health-port", str(health),
