@@ -1,6 +1,6 @@
 """Shared pytest wiring for every tier.
 
-- ``--update-golden`` rewrites golden files instead of comparing.
+- ``golden(path, text)`` compares with a golden file; ``--update-golden`` rewrites them instead.
 - ``cluster`` (one per session): a private control plane built from Go modules (etcd, kube-apiserver,
   kube-controller-manager, kube-scheduler and kwok; see ``tritonops.devcluster``) with 2 CPU and 2 GPU
   nodes (2 x nvidia.com/gpu each), or the cluster of ``$KUBECONFIG`` when that is set (``cluster.owned``
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 
 import pytest
@@ -33,9 +33,21 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--update-golden", action="store_true", help="rewrite golden files under tests/")
 
 
+Golden = Callable[[Path, str], None]
+
+
 @pytest.fixture
-def update_golden(request: pytest.FixtureRequest) -> bool:
-    return bool(request.config.getoption("--update-golden"))
+def golden(request: pytest.FixtureRequest) -> Golden:
+    """``golden(path, text)``: assert ``text`` equals the file, or rewrite it under ``--update-golden``."""
+    update = bool(request.config.getoption("--update-golden"))
+
+    def check(path: Path, text: str) -> None:
+        if update:
+            path.write_text(text)
+        assert path.exists(), f"{path} is missing: rerun pytest with --update-golden"
+        assert text == path.read_text(), f"{path} differs: rerun with --update-golden if the change is intended"
+
+    return check
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

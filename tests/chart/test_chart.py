@@ -28,7 +28,8 @@ from tests.chart.tools import (
     tool,
     value_paths,
 )
-from tritonops.api.chart import chart_crd_path, render_chart_crd
+from tests.conftest import Golden
+from tritonops.api.chart import render_chart_crd
 
 CRD_FILE = ROOT / "crds" / "modeldeployments.tritonops.io.yaml"
 VARIANTS = {"default": [], "namespaced-full": [VALUES_DIR / "namespaced-full.yaml"],
@@ -75,20 +76,8 @@ def without_crd(text: str) -> str:
 
 
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
-def test_golden_render(variant: str, rendered: dict[str, str], update_golden: bool) -> None:
-    path = GOLDEN_DIR / f"{variant}.yaml"
-    text = without_crd(rendered[variant])
-    if update_golden:
-        path.write_text(text)
-    assert path.exists(), f"{path} missing: run pytest tests/chart --update-golden"
-    assert text == path.read_text(), f"{path} is stale: run pytest tests/chart --update-golden"
-
-
-def test_chart_crd_is_generated_from_crds(update_golden: bool) -> None:
-    want = render_chart_crd(CRD_FILE.read_text())
-    if update_golden:
-        chart_crd_path().write_text(want)
-    assert chart_crd_path().read_text() == want, "chart CRD is stale: run `tritonops crd --write`"
+def test_golden_render(variant: str, rendered: dict[str, str], golden: Golden) -> None:
+    golden(GOLDEN_DIR / f"{variant}.yaml", without_crd(rendered[variant]))
 
 
 def test_chart_crd_equals_crds_file_and_honours_install_and_keep() -> None:

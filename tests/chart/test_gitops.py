@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from tests.chart.tools import ROOT, documents, run, tool
+from tests.conftest import Golden
 
 GITOPS = ROOT / "examples" / "gitops"
 ARGOCD = GITOPS / "argocd"
@@ -222,11 +223,8 @@ def render_argocd_cm() -> str:
     return header + yaml.dump(cm, Dumper=dumper, sort_keys=False, width=120)
 
 
-def test_argocd_cm_is_current(update_golden: bool) -> None:
-    want = render_argocd_cm()
-    if update_golden:
-        ARGOCD_CM.write_text(want)
-    assert ARGOCD_CM.read_text() == want, f"{ARGOCD_CM} is stale: run pytest tests/chart --update-golden"
+def test_argocd_cm_is_current(golden: Golden) -> None:
+    golden(ARGOCD_CM, render_argocd_cm())
     data = yaml.safe_load(ARGOCD_CM.read_text())["data"]
     actions = yaml.safe_load(data[f"resource.customizations.actions.{KEY}"])
     assert [d["name"] for d in actions["definitions"]] == list(ACTIONS)

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import Golden
 from tests.runtime.cases import CASES, IO, model_spec
 from tritonops_runtime.pbtxt import ConfigError, quote, render_config
 
@@ -14,12 +15,8 @@ GOLDEN = Path(__file__).parent / "golden"
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
-def test_golden(name: str, update_golden: bool) -> None:
-    text = render_config(model_spec(name), CASES[name][1])
-    path = GOLDEN / f"{name}.pbtxt"
-    if update_golden:
-        path.write_text(text)
-    assert text == path.read_text(), f"{path} is stale: run pytest --update-golden and review the diff"
+def test_golden(name: str, golden: Golden) -> None:
+    golden(GOLDEN / f"{name}.pbtxt", render_config(model_spec(name), CASES[name][1]))
 
 
 def test_deterministic_and_pure() -> None:

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.conftest import Golden
 from tests.factories import model_deployment, with_spec
 from tritonops.builders.configmap import build_config_map
 from tritonops.builders.deployment import BuildOptions, build_deployment, requests_gpu
@@ -61,12 +62,8 @@ _Dumper.add_representer(str, _str)
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_golden(case: str, update_golden: bool) -> None:
-    text = yaml.dump_all(render_children(CASES[case]), Dumper=_Dumper, sort_keys=True)
-    path = GOLDEN / f"{case}.yaml"
-    if update_golden or not path.exists():
-        path.write_text(text)
-    assert text == path.read_text(), f"{path} differs: rerun with --update-golden if the change is intended"
+def test_golden(case: str, golden: Golden) -> None:
+    golden(GOLDEN / f"{case}.yaml", yaml.dump_all(render_children(CASES[case]), Dumper=_Dumper, sort_keys=True))
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
