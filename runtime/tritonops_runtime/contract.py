@@ -40,9 +40,8 @@ ENV_CONFIG_FILE: Final = "TRITONOPS_CONFIG_FILE"
 ENV_PVC_ROOT: Final = "TRITONOPS_PVC_ROOT"
 ENV_MAX_BYTES: Final = "TRITONOPS_MAX_BYTES"
 ENV_TERMINATION_LOG: Final = "TRITONOPS_TERMINATION_LOG"
-# S3-compatible endpoint override (MinIO, Ceph, ...); credentials come from the user's secret as
-# AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_REGION via envFrom.
-ENV_S3_ENDPOINT: Final = "AWS_ENDPOINT_URL"
+# Credentials and S3-compatible endpoints come from the user's secret via envFrom: AWS_ACCESS_KEY_ID,
+# AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, AWS_REGION, AWS_ENDPOINT_URL (see tritonops_runtime.sources).
 
 DEFAULT_MAX_BYTES: Final = 20 * 1024**3
 

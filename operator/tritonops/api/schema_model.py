@@ -66,8 +66,8 @@ def model_schema() -> Schema:
                              max_length=71, pattern=r"^sha256:[a-f0-9]{64}$"),
             "credentials": obj(
                 {"secretName": string("Secret in this namespace whose keys become the fetcher's "
-                                      "environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION, "
-                                      "AWS_ENDPOINT_URL, HTTP_AUTHORIZATION).",
+                                      "environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, "
+                                      "AWS_REGION, AWS_ENDPOINT_URL).",
                                       max_length=253, min_length=1)},
                 "Credentials for the model store.", required=("secretName",),
             ),
