@@ -27,6 +27,8 @@ import triton_python_backend_utils as pb_utils
 
 Array = npt.NDArray[Any]
 Runner = Callable[[list[Array]], list[Array]]
+# Mirror contract.WRAPPER_PARAM_FORMAT/_FILE: this file runs in Triton's stub, where tritonops_runtime is not
+# installed; tests/runtime/test_triton.py serves ONNX through it, which fails if the names drift apart.
 PARAM_FORMAT = "tritonops.format"
 PARAM_FILE = "tritonops.model_file"
 
