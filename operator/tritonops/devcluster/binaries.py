@@ -13,6 +13,8 @@ from pathlib import Path
 BIN_DIR_ENV = "TRITONOPS_BIN_DIR"
 REQUIRED = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok", "kubectl")
 STAGES_DIR = "kwok-stages"
+NODE_BIN_DIR_ENV = "TRITONOPS_NODE_BIN_DIR"
+NODE_REQUIRED = ("kubelet", "kube-proxy")
 
 
 class BinariesError(RuntimeError):
@@ -36,6 +38,16 @@ def missing(bin_dir: Path) -> list[str]:
     return gone
 
 
+def _run_script(script: Path, quiet: bool) -> Path:
+    """Run an idempotent build script and return the directory it prints as its last stdout line."""
+    proc = subprocess.run(["bash", str(script)], stdout=subprocess.PIPE, text=True, check=False,
+                          stderr=subprocess.DEVNULL if quiet else None)
+    lines = proc.stdout.strip().splitlines()
+    if proc.returncode != 0 or not lines:
+        raise BinariesError(f"{script} failed with exit code {proc.returncode}")
+    return Path(lines[-1]).resolve()
+
+
 def resolve_bin_dir(*, build: bool = True, quiet: bool = False) -> Path:
     """The directory with the binaries (and ``kwok-stages/``); runs the build script unless ``build`` is False.
 
@@ -50,12 +62,19 @@ def resolve_bin_dir(*, build: bool = True, quiet: bool = False) -> Path:
     script = build_script()
     if not build or not script.is_file():
         raise BinariesError(f"set ${BIN_DIR_ENV} or run {script} to build the control plane")
-    proc = subprocess.run(["bash", str(script)], stdout=subprocess.PIPE, text=True, check=False,
-                          stderr=subprocess.DEVNULL if quiet else None)
-    lines = proc.stdout.strip().splitlines()
-    if proc.returncode != 0 or not lines:
-        raise BinariesError(f"{script} failed with exit code {proc.returncode}")
-    path = Path(lines[-1]).resolve()
+    path = _run_script(script, quiet)
     if gone := missing(path):
         raise BinariesError(f"{script} printed {path}, which lacks {', '.join(gone)}")
+    return path
+
+
+def resolve_node_bin_dir(*, quiet: bool = False) -> Path:
+    """kubelet and kube-proxy: ``$TRITONOPS_NODE_BIN_DIR``, else ``hack/build-node.sh`` (which also installs
+    Debian's containerd, runc and CNI plugins when they are missing)."""
+    env_dir = os.environ.get(NODE_BIN_DIR_ENV)
+    path = Path(env_dir).expanduser().resolve() if env_dir else _run_script(
+        repo_root() / "hack" / "build-node.sh", quiet)
+    gone = [name for name in NODE_REQUIRED if not os.access(path / name, os.X_OK)]
+    if gone:
+        raise BinariesError(f"{path} lacks {', '.join(gone)} (hack/build-node.sh builds them)")
     return path

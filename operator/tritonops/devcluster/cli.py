@@ -22,11 +22,14 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from tritonops.devcluster.binaries import BinariesError, repo_root, resolve_bin_dir
+from tritonops.devcluster import hostclean
+from tritonops.devcluster.binaries import BinariesError, repo_root, resolve_bin_dir, resolve_node_bin_dir
 from tritonops.devcluster.launcher import ClusterError, ControlPlane
+from tritonops.devcluster.nodeconf import REAL_NODE_LABEL
 from tritonops.devcluster.nodes import NodePool, create_nodes
 
 HOME_ENV = "TRITONOPS_DEV_HOME"
+REAL_NODE_SELECTOR = f"{REAL_NODE_LABEL}=true"
 CRD_FILE = Path("crds") / "modeldeployments.tritonops.io.yaml"
 _NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$")
 
@@ -77,6 +80,8 @@ def _up(args: argparse.Namespace) -> int:
     old = ControlPlane.load(state)
     if old and old.is_running():
         print(f"cluster {args.name!r} is already running")
+        if args.real_nodes and not _real_node_running(old):
+            _start_real_node(old)
         code = install_crd(old)
         _print_access(old)
         return code
@@ -90,6 +95,8 @@ def _up(args: argparse.Namespace) -> int:
     t1 = time.monotonic()
     try:
         nodes = create_nodes(cp.kubeconfig, pool)
+        if args.real_nodes:
+            nodes.append(_start_real_node(cp))
     except BaseException:
         cp.stop()
         raise
@@ -100,17 +107,53 @@ def _up(args: argparse.Namespace) -> int:
     return code
 
 
+def _start_real_node(cp: ControlPlane) -> str:
+    """Build (cached) the node binaries and images, start the real node; return its name."""
+    from tritonops.devcluster.images import build_images
+    from tritonops.devcluster.realnode import RealNode
+
+    node = RealNode(cp, resolve_node_bin_dir())
+    t0 = time.monotonic()
+    node.start(build_images())
+    print(f"real node {node.name} Ready in {time.monotonic() - t0:.1f}s (label {REAL_NODE_SELECTOR})")
+    return node.name
+
+
+def _real_node_running(cp: ControlPlane) -> bool:
+    from tritonops.devcluster.realnode import RealNode
+
+    node = RealNode.load(cp)
+    return node is not None and all(node.status().values())
+
+
+def _stop_real_node(cp: ControlPlane | None, force: bool) -> int:
+    """Stop the cluster's real node (with ``force``, any real node's leftovers on this machine)."""
+    from tritonops.devcluster.realnode import RealNode
+
+    node = RealNode.load(cp) if cp else None
+    if node is None and not force:
+        return 0
+    left = node.stop() if node else hostclean.cleanup()
+    if left:
+        print("the host still has real-node leftovers:\n  " + "\n  ".join(left), file=sys.stderr)
+        return 1
+    print("real node stopped; host changes undone")
+    return 0
+
+
 def _down(args: argparse.Namespace) -> int:
     state = state_dir(args.name)
     cp = ControlPlane.load(state)
     if cp is None and not state.exists():
         print(f"no cluster named {args.name!r}")
-        return 0
+        return _stop_real_node(None, args.force)
+    code = _stop_real_node(cp, args.force)
     if cp:
         cp.stop()
-    shutil.rmtree(state, ignore_errors=True)
-    print(f"cluster {args.name!r} stopped and removed")
-    return 0
+    if code == 0:
+        shutil.rmtree(state, ignore_errors=True)
+        print(f"cluster {args.name!r} stopped and removed")
+    return code
 
 
 def _kubeconfig(args: argparse.Namespace) -> int:
@@ -132,6 +175,12 @@ def _status(args: argparse.Namespace) -> int:
     print(f"cluster {args.name!r}: {'running' if running else 'NOT running'} ({state})")
     for component, alive in cp.status().items():
         print(f"  {component:<24} pid {cp.pids.get(component, '-')!s:<8} {'up' if alive else 'down'}")
+    from tritonops.devcluster.realnode import RealNode
+
+    node = RealNode.load(cp)
+    for component, alive in (node.status() if node else {}).items():
+        print(f"  {component:<24} pid {node.pids.get(component, '-')!s:<8} {'up' if alive else 'down'}"
+              f"  (real node {node.name})" if node else "")
     if cp.ports:
         print(f"  api server: {cp.ports.server}")
     _print_access(cp)
@@ -151,6 +200,14 @@ def _count(value: str) -> int:
     return n
 
 
+def _real_nodes(value: str) -> int:
+    n = int(value)
+    if n not in (0, 1):
+        raise argparse.ArgumentTypeError(
+            "0 or 1: one real node per machine (the kubelet's port 10250 and the /kubepods cgroups are host-wide)")
+    return n
+
+
 def _gpus(value: str) -> int:
     n = int(value)
     if not 1 <= n <= 8:
@@ -166,10 +223,17 @@ def parser() -> argparse.ArgumentParser:
     up.add_argument("--cpu-nodes", type=_count, default=1, help="fake CPU nodes (default 1)")
     up.add_argument("--gpu-nodes", type=_count, default=2, help="fake GPU nodes (default 2)")
     up.add_argument("--gpus-per-node", type=_gpus, default=2, help="nvidia.com/gpu per GPU node, 1-8 (default 2)")
+    up.add_argument("--real-nodes", type=_real_nodes, default=0,
+                    help="real nodes running real containers (containerd, kubelet, kube-proxy): 0 or 1 "
+                    f"(default 0); pods choose them with nodeSelector {REAL_NODE_SELECTOR}")
     helps = {"down": "stop the cluster and delete its state", "kubeconfig": "print the kubeconfig path",
              "status": "show component PIDs and health (exit 1 unless running)"}
     for name, text in helps.items():
         sub.add_parser(name, help=text)
+    sub.choices["down"].add_argument(
+        "--force", action="store_true",
+        help="also undo what a crashed real node left on this machine (processes, mounts, cgroups, iptables "
+        "chains, network namespaces, the bridge, ip_forward), even without a cluster record")
     for action in sub.choices.values():
         action.add_argument("--name", type=_name, default="dev", help="cluster name (default: dev)")
     return p

@@ -125,6 +125,10 @@ def _apiserver(bins: Path, lay: Layout, ports: Ports) -> Component:
         "--requestheader-username-headers=X-Remote-User", "--requestheader-group-headers=X-Remote-Group",
         "--requestheader-extra-headers-prefix=X-Remote-Extra-",
         f"--proxy-client-cert-file={p.proxy_client_cert}", f"--proxy-client-key-file={p.proxy_client_key}",
+        # logs/exec/port-forward on real nodes: reach the kubelet at the node's InternalIP (the bridge
+        # address; no name resolution needed) as a client the kubelet's webhook authorizer accepts
+        "--kubelet-preferred-address-types=InternalIP",
+        f"--kubelet-client-certificate={p.admin_cert}", f"--kubelet-client-key={p.admin_key}",
     ], f"{ports.server}/readyz")
 
 
@@ -198,14 +202,18 @@ def _b64(path: Path) -> str:
     return base64.b64encode(path.read_bytes()).decode()
 
 
-def kubeconfig(pki: Pki, server: str, name: str) -> str:
-    """An admin kubeconfig with the certificates embedded (works from any directory, for any client)."""
+def kubeconfig(pki: Pki, server: str, name: str, user: tuple[Path, Path] | None = None) -> str:
+    """A kubeconfig with the certificates embedded (works from any directory, for any client).
+
+    ``user`` is a (certificate, key) pair of another client identity; the admin's by default.
+    """
     ctx = f"tritonops-{name}"
+    cert, key = user or (pki.admin_cert, pki.admin_key)
     doc = {
         "apiVersion": "v1", "kind": "Config", "current-context": ctx, "preferences": {},
         "clusters": [{"name": ctx, "cluster": {"server": server, "certificate-authority-data": _b64(pki.ca_cert)}}],
-        "users": [{"name": f"{ctx}-admin", "user": {"client-certificate-data": _b64(pki.admin_cert),
-                                                    "client-key-data": _b64(pki.admin_key)}}],
-        "contexts": [{"name": ctx, "context": {"cluster": ctx, "user": f"{ctx}-admin"}}],
+        "users": [{"name": f"{ctx}-user", "user": {"client-certificate-data": _b64(cert),
+                                                   "client-key-data": _b64(key)}}],
+        "contexts": [{"name": ctx, "context": {"cluster": ctx, "user": f"{ctx}-user"}}],
     }
     return yaml.safe_dump(doc, sort_keys=False)

@@ -75,6 +75,33 @@ def _component_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k not in _DROPPED_ENV}
 
 
+def spawn(argv: list[str], log_path: Path, cwd: Path, *, detach: bool) -> subprocess.Popen[bytes]:
+    """Start ``argv`` in its own session with stdout and stderr appended to ``log_path``.
+
+    ``detach=False``: Linux kills it when the calling thread exits (see :func:`_die_with_parent`).
+    """
+    with log_path.open("ab") as log:
+        log.write(f"\n==== {time.strftime('%Y-%m-%dT%H:%M:%S')} {' '.join(argv)}\n".encode())
+        log.flush()
+        return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                cwd=cwd, env=_component_env(), start_new_session=True,
+                                # the hook only calls prctl(2): no locks, no allocation
+                                preexec_fn=None if detach else _die_with_parent)  # noqa: PLW1509
+
+
+def owns(pid: int, argv0: str, root: Path) -> bool:
+    """Whether ``pid`` is alive, runs ``argv0`` and names ``root`` in its arguments (so it is ours)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    if stat.rsplit(")", 1)[-1].split()[0] in ("Z", "X"):
+        return False
+    mark = str(root).encode()
+    return bool(argv) and argv[0].decode(errors="replace") == argv0 and any(mark in a for a in argv[1:])
+
+
 class ControlPlane:
     """etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok for one state directory."""
 
@@ -162,13 +189,7 @@ class ControlPlane:
             raise
 
     def _spawn(self, comp: Component) -> None:
-        with self.layout.log(comp.name).open("ab") as log:
-            log.write(f"\n==== {time.strftime('%Y-%m-%dT%H:%M:%S')} {' '.join(comp.argv)}\n".encode())
-            log.flush()
-            proc = subprocess.Popen(comp.argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                    cwd=self.layout.root, env=_component_env(), start_new_session=True,
-                                    # the hook only calls prctl(2): no locks, no allocation
-                                    preexec_fn=None if self.detach else _die_with_parent)  # noqa: PLW1509
+        proc = spawn(comp.argv, self.layout.log(comp.name), self.layout.root, detach=self.detach)
         self._procs[comp.name] = proc
         self.pids[comp.name] = proc.pid
         self.argv0[comp.name] = comp.argv[0]
@@ -207,18 +228,7 @@ class ControlPlane:
         if proc is not None:
             return proc.poll() is None
         pid = self.pids.get(name)
-        return pid is not None and self._owns(pid, self.argv0.get(name, ""))
-
-    def _owns(self, pid: int, argv0: str) -> bool:
-        try:
-            stat = Path(f"/proc/{pid}/stat").read_text()
-            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        except OSError:
-            return False
-        if stat.rsplit(")", 1)[-1].split()[0] in ("Z", "X"):
-            return False
-        root = str(self.layout.root).encode()
-        return bool(argv) and argv[0].decode(errors="replace") == argv0 and any(root in a for a in argv[1:])
+        return pid is not None and owns(pid, self.argv0.get(name, ""), self.layout.root)
 
     def status(self) -> dict[str, bool]:
         """Component name -> running, in start order."""

@@ -168,3 +168,22 @@ def make_pki(directory: Path) -> Pki:
     pki.sa_pub.write_bytes(sa_key.public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
     return pki
+
+
+def issue_client(pki: Pki, directory: Path, stem: str, cn: str, orgs: Sequence[str] = ()) -> tuple[Path, Path]:
+    """Sign a client certificate ``<directory>/<stem>.crt`` (and its key) with ``pki``'s CA.
+
+    For the identities of node components: ``system:node:<name>`` in ``system:nodes`` (the Node
+    authorizer) and ``system:kube-proxy`` (bound to ``system:node-proxier`` by the default RBAC).
+    """
+    ca_key = serialization.load_pem_private_key(pki.ca_key.read_bytes(), password=None)
+    ca_name = x509.load_pem_x509_certificate(pki.ca_cert.read_bytes()).subject
+    if not isinstance(ca_key, ec.EllipticCurvePrivateKey):
+        raise TypeError(f"{pki.ca_key} is not an EC key")
+    directory.mkdir(parents=True, exist_ok=True)
+    key = _new_key()
+    cert, key_path = directory / f"{stem}.crt", directory / f"{stem}.key"
+    _write_key(key_path, key)
+    _write_cert(cert, issue(_name(cn, orgs), key, issuer=ca_name, issuer_key=ca_key,
+                            usages=[ExtendedKeyUsageOID.CLIENT_AUTH]))
+    return cert, key_path

@@ -12,12 +12,16 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import kubernetes
 
-from tritonops.devcluster.binaries import resolve_bin_dir
-from tritonops.devcluster.launcher import ControlPlane
+from tritonops.devcluster.binaries import resolve_bin_dir, resolve_node_bin_dir
+from tritonops.devcluster.launcher import ClusterError, ControlPlane
 from tritonops.devcluster.nodes import NodePool, create_nodes
+
+if TYPE_CHECKING:
+    from tritonops.devcluster.realnode import RealNode
 
 RESTRICTED = {"pod-security.kubernetes.io/enforce": "restricted"}
 
@@ -32,15 +36,33 @@ class ClusterHandle:
     owned: bool
     control_plane: ControlPlane | None = None
     start_seconds: float = 0.0
+    real_node: RealNode | None = None
 
     def tool(self, name: str) -> str:
         """Path of ``kubectl``/``helm`` for this cluster: ours, or the bare name (PATH) when external."""
         return str(self.bin_dir / name) if self.bin_dir else name
 
     def log_tails(self, lines: int = 80) -> str:
-        return self.control_plane.log_tails(lines) if self.control_plane else ""
+        node = f"\n{self.real_node.log_tails(lines)}" if self.real_node else ""
+        return (self.control_plane.log_tails(lines) if self.control_plane else "") + node
+
+    def start_real_node(self) -> RealNode:
+        """Add the real node to our control plane (built and imported images cached); one per machine."""
+        if self.real_node:
+            return self.real_node
+        if self.control_plane is None:
+            raise ClusterError("a real node joins only the local control plane, not a $KUBECONFIG cluster")
+        from tritonops.devcluster.images import build_images
+        from tritonops.devcluster.realnode import RealNode
+
+        node = RealNode(self.control_plane, resolve_node_bin_dir(), detach=False)
+        node.start(build_images())
+        self.real_node = node
+        return node
 
     def close(self) -> None:
+        if self.real_node:
+            self.real_node.stop()
         if self.control_plane:
             self.control_plane.stop()
 
