@@ -25,6 +25,10 @@ from tritonops_runtime import contract as c
 GPU = "nvidia.com/gpu"
 GPU_TOLERATION = {"key": GPU, "operator": "Exists", "effect": "NoSchedule"}
 UID = 1000
+# A terminating pod keeps serving this long before tritonserver gets SIGTERM: endpoint removal reaches
+# kube-proxy (and Gateways, load balancers) asynchronously, and until it has, new connections still arrive
+# at this pod. Without it a rollout refuses connections (seen on the real node: 50 of 11,036 requests).
+DRAIN_SECONDS = 5
 
 
 @dataclass(frozen=True)
@@ -121,7 +125,8 @@ def _triton_container(spec: dict[str, Any]) -> dict[str, Any]:
         "name": "triton", "image": runtime.get("image", ""),
         "imagePullPolicy": runtime.get("imagePullPolicy", "IfNotPresent"),
         "command": ["tritonserver"], "args": triton_args(runtime), "ports": ports,
-        **_probes(runtime), "resources": spec.get("resources", {}), "volumeMounts": mounts,
+        **_probes(runtime), "lifecycle": {"preStop": {"sleep": {"seconds": DRAIN_SECONDS}}},
+        "resources": spec.get("resources", {}), "volumeMounts": mounts,
         "securityContext": _restricted(), "terminationMessagePolicy": "FallbackToLogsOnError",
     }
 
@@ -163,7 +168,7 @@ def build_pod_spec(spec: dict[str, Any], revision: str, opts: BuildOptions) -> d
         "initContainers": [_fetch_container(spec, opts)],
         "containers": [_triton_container(spec)],
         "volumes": _volumes(spec, revision),
-        "terminationGracePeriodSeconds": exit_timeout + 5,
+        "terminationGracePeriodSeconds": DRAIN_SECONDS + exit_timeout + 5,
         **_placement(spec),
     }
 
