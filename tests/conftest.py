@@ -13,10 +13,14 @@
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import re
 import uuid
 from collections.abc import Callable, Generator, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -25,6 +29,7 @@ from tests.integration.support import Api, OperatorProcess, install_crd
 from tritonops.devcluster.nodes import NodePool
 from tritonops.devcluster.session import ClusterHandle, create_namespace, delete_namespace, open_cluster
 
+ROOT = Path(__file__).resolve().parents[1]
 _HANDLE = pytest.StashKey[ClusterHandle]()
 TEST_POOL = NodePool(cpu_nodes=2, gpu_nodes=2, gpus_per_node=2)
 
@@ -100,3 +105,28 @@ def pytest_runtest_makereport(
     if report.failed and handle is not None and handle.owned:
         report.sections.append(("control-plane logs (last 80 lines each)", handle.log_tails(80)))
     return report
+
+
+@dataclass(frozen=True)
+class ExampleModel:
+    """The generated example model (see examples/model/make_model.py)."""
+
+    dir: Path
+    torchscript: Path
+    onnx: Path | None
+    sample_inputs: list[list[float]]
+    summary: dict[str, Any]
+
+
+@pytest.fixture(scope="session")
+def example_model(tmp_path_factory: pytest.TempPathFactory) -> ExampleModel:
+    """Train and export the example model once per session (a few seconds on CPU)."""
+    spec = importlib.util.spec_from_file_location("make_model", ROOT / "examples" / "model" / "make_model.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out = tmp_path_factory.mktemp("example-model")
+    summary = module.make(out)
+    sample = json.loads((out / "sample.json").read_text())
+    onnx = Path(summary["onnx"]) if summary["onnx"] else None
+    return ExampleModel(out, Path(summary["torchscript"]), onnx, sample["inputs"], summary)

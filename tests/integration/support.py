@@ -127,6 +127,7 @@ class OperatorProcess:
     namespace: str
     log_path: Path
     resync_seconds: float = 2.0
+    runtime_image: str = "tritonops-runtime:test"  # KWOK pods never pull it; e2e passes the imported image
     extra_env: dict[str, str] = field(default_factory=dict)
     proc: subprocess.Popen[bytes] | None = None
     metrics_port: int = 0
@@ -136,7 +137,7 @@ class OperatorProcess:
         env = {**os.environ, "KUBECONFIG": self.kubeconfig, **self.extra_env}
         cmd = [sys.executable, "-m", "tritonops", "run", "--namespace", self.namespace,
                "--metrics-port", str(self.metrics_port), "--health-port", str(health),
-               "--resync-seconds", str(self.resync_seconds), "--runtime-image", "tritonops-runtime:test"]
+               "--resync-seconds", str(self.resync_seconds), "--runtime-image", self.runtime_image]
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         wait_until("operator metrics endpoint", self._metrics_text, timeout=60)

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from tests.runtime.conftest import S3Server
 from tests.runtime.support import MODEL, Env, sha, tar_gz, write
+from tests.s3 import S3Server
 
 
 @pytest.fixture

@@ -18,8 +18,10 @@ import torch
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 
+from tests.conftest import ExampleModel
 from tests.runtime.cases import CASES, IO, model_spec
-from tests.runtime.conftest import ExampleModel, HttpServer, S3Server
+from tests.runtime.conftest import HttpServer
+from tests.s3 import S3Server
 from tritonops_runtime import contract as c
 from tritonops_runtime import fetch
 from tritonops_runtime.localtriton import TritonServer, TritonStartError, running_tritonserver, start_tritonserver

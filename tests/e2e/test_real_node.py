@@ -1,0 +1,154 @@
+"""ModelDeployments served by real pods: the fetcher pulls from a real S3 server, real tritonserver loads the
+model, the kubelet runs the probes on Triton's own health endpoints, kube-proxy routes the Service.
+
+Every namespace enforces Pod Security ``restricted``, so each pod here was admitted under it. The bridge CNI
+plugin does not enforce NetworkPolicy, so neither the operator's nor Triton's NetworkPolicy is exercised here.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+import tritonclient.http as httpclient
+
+from tests.e2e.conftest import ModelStore, local_md
+from tests.integration.support import Api, OperatorProcess, converged, wait_until
+from tritonops.devcluster.realnode import RealNode
+from tritonops_runtime import contract as c
+
+pytestmark = [pytest.mark.e2e, pytest.mark.cluster, pytest.mark.slow]
+MODEL = "classifier"
+
+
+def service_ip(api: Api, ns: str, name: str) -> str:
+    ip: str = api.core.read_namespaced_service(name, ns).spec.cluster_ip
+    return ip
+
+
+def samples(store: ModelStore) -> tuple[np.ndarray, np.ndarray]:
+    """Inputs and the outputs torch gave for them when the example was made."""
+    data = json.loads((store.example.dir / "sample.json").read_text())
+    return np.array(data["inputs"], dtype=np.float32), np.array(data["outputs"], dtype=np.float32)
+
+
+def degraded(api: Api, ns: str, name: str, reason: str) -> dict[str, Any] | None:
+    cond = api.condition(ns, name, "Degraded")
+    return cond if cond and cond["status"] == "True" and cond["reason"] == reason else None
+
+
+def test_example_answers_over_http_and_grpc_through_the_service(
+        api: Api, namespace: str, real_node: RealNode, model_store: ModelStore, store_secret: str,
+        e2e_operator: OperatorProcess) -> None:
+    api.create_md(namespace, local_md("clf", model_store.uri("classifier/model.onnx"), digest=model_store.digest))
+    wait_until("clf Ready", lambda: converged(api, namespace, "clf"), timeout=300)
+
+    pods = api.core.list_namespaced_pod(namespace, label_selector="tritonops.io/modeldeployment=clf").items
+    assert [p.spec.node_name for p in pods] == [real_node.name]
+    fetch = pods[0].status.init_container_statuses[0].state.terminated
+    assert fetch.exit_code == 0 and model_store.digest in fetch.message  # the fetcher's report
+    assert api.core.read_namespace(namespace).metadata.labels["pod-security.kubernetes.io/enforce"] == "restricted"
+
+    x, expected = samples(model_store)
+    ip = service_ip(api, namespace, "clf")
+    http = httpclient.InferenceServerClient(f"{ip}:{c.HTTP_PORT}")
+    grpc = grpcclient.InferenceServerClient(f"{ip}:{c.GRPC_PORT}")
+    try:
+        hin = httpclient.InferInput("INPUT0", list(x.shape), "FP32")
+        hin.set_data_from_numpy(x)
+        gin = grpcclient.InferInput("INPUT0", list(x.shape), "FP32")
+        gin.set_data_from_numpy(x)
+        by_http = http.infer(MODEL, [hin]).as_numpy("OUTPUT0")
+        by_grpc = grpc.infer(MODEL, [gin]).as_numpy("OUTPUT0")
+    finally:
+        http.close()
+        grpc.close()
+    np.testing.assert_allclose(by_http, expected, atol=1e-5)
+    np.testing.assert_allclose(by_grpc, expected, atol=1e-5)
+
+
+def test_wrong_digest_reports_the_fetchers_message(
+        api: Api, namespace: str, model_store: ModelStore, store_secret: str, e2e_operator: OperatorProcess) -> None:
+    wrong = "sha256:" + "0" * 64
+    api.create_md(namespace, local_md("bad-digest", model_store.uri("classifier/model.onnx"), digest=wrong))
+    cond = wait_until("Degraded/ModelFetchFailed",
+                      lambda: degraded(api, namespace, "bad-digest", "ModelFetchFailed"), timeout=180)
+    assert f"digest mismatch for s3://models/classifier/model.onnx: expected {wrong}, found {model_store.digest}" \
+        in cond["message"]
+
+
+def test_model_triton_cannot_load_reports_model_load_failed(
+        api: Api, namespace: str, model_store: ModelStore, store_secret: str, e2e_operator: OperatorProcess) -> None:
+    api.create_md(namespace, local_md("broken", model_store.uri("broken/model.onnx")))
+    cond = wait_until("Degraded/ModelLoadFailed",
+                      lambda: degraded(api, namespace, "broken", "ModelLoadFailed"), timeout=240)
+    assert "pod broken-" in cond["message"]
+    md = api.md(namespace, "broken") or {}
+    ready = api.condition(namespace, "broken", "Ready")
+    assert ready and ready["status"] == "False", md.get("status")
+
+
+@dataclass
+class Load:
+    """Closed-loop HTTP inference through the Service: one new connection per request, bounded in count and time."""
+
+    url: str
+    body: bytes
+    limit: int = 50_000  # ~150 requests/s here: a rollout of about a minute stays well inside
+    seconds: float = 240.0
+    ok: int = 0
+    errors: list[str] = field(default_factory=list)
+    stop: threading.Event = field(default_factory=threading.Event)
+
+    def run(self) -> None:
+        deadline = time.monotonic() + self.seconds
+        while not self.stop.is_set() and self.ok + len(self.errors) < self.limit and time.monotonic() < deadline:
+            request = urllib.request.Request(self.url, data=self.body, headers={"Content-Type": "application/json"})
+            try:
+                with urllib.request.urlopen(request, timeout=10) as resp:
+                    outputs = json.loads(resp.read())["outputs"]
+                    assert outputs[0]["name"] == "OUTPUT0" and len(outputs[0]["data"]) == 3
+                self.ok += 1
+            except Exception as err:
+                self.errors.append(f"{time.strftime('%H:%M:%S')} {type(err).__name__}: {err}")
+
+
+def test_new_model_version_rolls_out_without_a_failed_request(
+        api: Api, namespace: str, model_store: ModelStore, store_secret: str, e2e_operator: OperatorProcess) -> None:
+    uri = model_store.uri("classifier/model.onnx")
+    api.create_md(namespace, local_md("roll", uri, digest=model_store.digest, version=1))
+    first = wait_until("roll Ready", lambda: converged(api, namespace, "roll"), timeout=300)["status"]["stableRevision"]
+    x, _ = samples(model_store)
+    body = json.dumps({"inputs": [{"name": "INPUT0", "shape": [1, 4], "datatype": "FP32",
+                                   "data": x[0].tolist()}]}).encode()
+    load = Load(f"http://{service_ip(api, namespace, 'roll')}:{c.HTTP_PORT}/v2/models/{MODEL}/infer", body)
+    thread = threading.Thread(target=load.run, daemon=True)
+    thread.start()
+    try:
+        wait_until("requests flowing", lambda: load.ok >= 20 or load.errors, timeout=30)
+        api.patch_md(namespace, "roll", {"spec": {"model": {"version": 2}}})
+
+        def rolled() -> dict[str, Any] | None:
+            md = converged(api, namespace, "roll")
+            return md if md and md["status"]["stableRevision"] != first else None
+
+        wait_until("version 2 stable", rolled, timeout=300)
+        wait_until("old revision scaled down", lambda: not [
+            d for d in api.deployments(namespace, "roll") if d.metadata.name == first and d.status.replicas],
+            timeout=120)
+        served = load.ok
+        wait_until("requests after the rollout",
+                   lambda: load.ok >= served + 20 or load.errors or not thread.is_alive(), timeout=30)
+        assert thread.is_alive(), f"the load ended early (limit {load.limit} or {load.seconds:.0f}s) after {load.ok}"
+    finally:
+        load.stop.set()
+        thread.join(30)
+    assert not load.errors, f"{len(load.errors)} of {load.ok + len(load.errors)} requests failed: {load.errors[:5]}"
+    assert load.ok >= 40
