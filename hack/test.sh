@@ -12,10 +12,13 @@ bash hack/install-test-deps.sh
 step "build control plane (cached)"
 TRITONOPS_BIN_DIR=$(bash hack/build-control-plane.sh | tail -n 1)
 export TRITONOPS_BIN_DIR
-if [ -x hack/build-s3.sh ]; then
-  step "build S3 server (cached)"
-  bash hack/build-s3.sh >/dev/null
-fi
+step "build S3 server (cached)"
+bash hack/build-s3.sh >/dev/null
+step "build the real node: kubelet, kube-proxy, Debian containerd/runc/CNI (cached)"
+TRITONOPS_NODE_BIN_DIR=$(bash hack/build-node.sh | tail -n 1)
+export TRITONOPS_NODE_BIN_DIR
+step "build the real node's images (cached)"
+bash hack/build-images.sh >/dev/null
 step "lint"
 .venv/bin/ruff check .
 .venv/bin/mypy
