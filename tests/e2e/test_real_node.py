@@ -120,6 +120,15 @@ class Load:
                 self.errors.append(f"{time.strftime('%H:%M:%S')} {type(err).__name__}: {err}")
 
 
+def _answers(url: str, body: bytes) -> bool:
+    request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=5) as resp:
+            return int(resp.status) == 200
+    except OSError:
+        return False
+
+
 def test_new_model_version_rolls_out_without_a_failed_request(
         api: Api, namespace: str, model_store: ModelStore, store_secret: str, e2e_operator: OperatorProcess) -> None:
     uri = model_store.uri("classifier/model.onnx")
@@ -129,6 +138,8 @@ def test_new_model_version_rolls_out_without_a_failed_request(
     body = json.dumps({"inputs": [{"name": "INPUT0", "shape": [1, 4], "datatype": "FP32",
                                    "data": x[0].tolist()}]}).encode()
     load = Load(f"http://{service_ip(api, namespace, 'roll')}:{c.HTTP_PORT}/v2/models/{MODEL}/infer", body)
+    # Ready says the pods are; kube-proxy programs the Service a moment later (an endpoint update away).
+    wait_until("the Service answers", lambda: _answers(load.url, body), timeout=30)
     thread = threading.Thread(target=load.run, daemon=True)
     thread.start()
     try:
@@ -152,3 +163,4 @@ def test_new_model_version_rolls_out_without_a_failed_request(
         thread.join(30)
     assert not load.errors, f"{len(load.errors)} of {load.ok + len(load.errors)} requests failed: {load.errors[:5]}"
     assert load.ok >= 40
+    print(f"{load.ok} requests through the rollout, none failed")

@@ -21,6 +21,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -100,6 +101,18 @@ def owns(pid: int, argv0: str, root: Path) -> bool:
         return False
     mark = str(root).encode()
     return bool(argv) and argv[0].decode(errors="replace") == argv0 and any(mark in a for a in argv[1:])
+
+
+def wait_started(name: str, ready: Callable[[], bool], alive: Callable[[], bool], log: Path, deadline: float,
+                 what: str = "ready") -> None:
+    """Poll ``ready`` until it holds; raise :class:`ClusterError` with ``log``'s tail if the process exits or
+    ``deadline`` (monotonic) passes first."""
+    while not ready():
+        if not alive():
+            raise ClusterError(f"{name} exited during start-up; last log lines:\n{tail(log, 40)}")
+        if time.monotonic() > deadline:
+            raise ClusterError(f"{name} not {what} in time; last log lines:\n{tail(log, 40)}")
+        time.sleep(0.1)
 
 
 class ControlPlane:
@@ -211,14 +224,8 @@ class ControlPlane:
             return False
 
     def _wait_healthy(self, comp: Component, deadline: float) -> None:
-        while not self.probe(comp.health_url):
-            if not self.alive(comp.name):
-                raise ClusterError(f"{comp.name} exited during start-up; last log lines:\n"
-                                   f"{tail(self.layout.log(comp.name), 40)}")
-            if time.monotonic() > deadline:
-                raise ClusterError(f"{comp.name} not healthy at {comp.health_url} in time; last log lines:\n"
-                                   f"{tail(self.layout.log(comp.name), 40)}")
-            time.sleep(0.1)
+        wait_started(comp.name, lambda: self.probe(comp.health_url), lambda: self.alive(comp.name),
+                     self.layout.log(comp.name), deadline, f"healthy at {comp.health_url}")
 
     # -- observe -----------------------------------------------------------------------------------
 

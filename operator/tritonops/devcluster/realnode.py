@@ -23,7 +23,7 @@ import kubernetes
 from tritonops.devcluster import hostclean, nodeconf
 from tritonops.devcluster.components import kubeconfig
 from tritonops.devcluster.images import PAUSE_IMAGE, Image, import_images
-from tritonops.devcluster.launcher import ClusterError, ControlPlane, free_ports, owns, spawn, tail
+from tritonops.devcluster.launcher import ClusterError, ControlPlane, free_ports, owns, spawn, tail, wait_started
 from tritonops.devcluster.nodeconf import NodeLayout
 from tritonops.devcluster.nodes import wait_nodes_ready
 from tritonops.devcluster.pki import issue_client
@@ -137,14 +137,7 @@ class RealNode:
         self._save()
 
     def _wait(self, component: str, ready: Callable[[], bool], deadline: float) -> None:
-        while not ready():
-            if not self.alive(component):
-                raise ClusterError(f"{component} exited during start-up; last log lines:\n"
-                                   f"{tail(self.cp.layout.log(component), 40)}")
-            if time.monotonic() > deadline:
-                raise ClusterError(f"{component} not ready in time; last log lines:\n"
-                                   f"{tail(self.cp.layout.log(component), 40)}")
-            time.sleep(0.2)
+        wait_started(component, ready, lambda: self.alive(component), self.cp.layout.log(component), deadline)
 
     def _containerd_up(self) -> bool:
         proc = subprocess.run([CTR, "--address", str(self.layout.containerd_socket), "version"],
