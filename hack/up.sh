@@ -22,7 +22,7 @@ kubectl apply --server-side --force-conflicts -f crds/modeldeployments.tritonops
 kubectl wait --for=condition=Established --timeout=60s crd/modeldeployments.tritonops.io >/dev/null
 running() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
 if ! running "$state/operator.pid"; then
-  nohup tritonops run --metrics-port 18080 --health-port 18081 > "$state/operator.log" 2>&1 &
+  nohup tritonops run --metrics-port 18080 --health-port 18081 --listen-address 127.0.0.1 > "$state/operator.log" 2>&1 &
   echo $! > "$state/operator.pid"
   echo "operator started (log: $state/operator.log)"
 fi

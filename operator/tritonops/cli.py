@@ -42,9 +42,10 @@ def _run(args: argparse.Namespace) -> int:
                                                resync_seconds=args.resync_seconds, workers=args.workers)
     handlers.RUNTIME.qps, handlers.RUNTIME.burst = args.qps, args.burst
     handlers.RUNTIME.metrics_port = args.metrics_port
+    handlers.RUNTIME.listen_address = args.listen_address
     namespaces = [n for n in args.namespace or os.environ.get("WATCH_NAMESPACES", "").split(",") if n]
     kopf.run(standalone=True, clusterwide=not namespaces, namespaces=namespaces,
-             liveness_endpoint=f"http://0.0.0.0:{args.health_port}/healthz")
+             liveness_endpoint=f"http://{args.listen_address}:{args.health_port}/healthz")
     return 0
 
 
@@ -62,6 +63,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--resync-seconds", type=float, default=300.0)
     run.add_argument("--metrics-port", type=int, default=8080)
     run.add_argument("--health-port", type=int, default=8081)
+    run.add_argument("--listen-address", default="0.0.0.0",
+                     help="address of the metrics and health endpoints (127.0.0.1 when run on a workstation)")
     run.add_argument("--log-level", default="info")
     c = sub.add_parser("crd", help="print the CRD, --write it to crds/, or --check it is current")
     c.add_argument("--write", action="store_true")

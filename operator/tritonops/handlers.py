@@ -30,6 +30,7 @@ class Runtime:
     qps: float = 20.0
     burst: int = 40
     metrics_port: int = 8080
+    listen_address: str = "0.0.0.0"  # in a pod the kubelet and Prometheus reach it on the pod IP
     controller: Controller | None = None
 
 
@@ -48,7 +49,7 @@ async def startup(
     settings.watching.client_timeout = 300
     settings.networking.request_timeout = 30
     if RUNTIME.metrics_port:
-        start_http_server(RUNTIME.metrics_port)
+        start_http_server(RUNTIME.metrics_port, addr=RUNTIME.listen_address)
     RUNTIME.controller = Controller(Kube.from_environment(RUNTIME.qps, RUNTIME.burst), RUNTIME.config)
     RUNTIME.controller.queue.start()
     logger.info("tritonops controller started (metrics on :%s)", RUNTIME.metrics_port)

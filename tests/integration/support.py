@@ -136,7 +136,7 @@ class OperatorProcess:
         self.metrics_port, health = free_ports(2)
         env = {**os.environ, "KUBECONFIG": self.kubeconfig, **self.extra_env}
         cmd = [sys.executable, "-m", "tritonops", "run", "--namespace", self.namespace,
-               "--metrics-port", str(self.metrics_port), "--health-port", str(health),
+               "--metrics-port", str(self.metrics_port), "--health-port", str(health), "--listen-address", "127.0.0.1",
                "--resync-seconds", str(self.resync_seconds), "--runtime-image", self.runtime_image]
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
