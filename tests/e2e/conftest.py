@@ -55,12 +55,14 @@ class ModelStore:
 
 def _crash_and_force_down(node: RealNode, dev_home: Path) -> None:
     """Kill the node like a crashed run would, then clear it with the CLI; the host must be clean."""
+    before = hostclean.load_record()
+    assert before and before["root"] == str(node.layout.root), f"no machine record of the node: {before}"
     for pid in node.pids.values():
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
     proc = subprocess.run([sys.executable, "-m", "tritonops", "dev", "down", "--force"], capture_output=True,
                           text=True, timeout=300, check=False, env={**os.environ, "TRITONOPS_DEV_HOME": str(dev_home)})
-    left = hostclean.footprint([str(node.layout.root)])
+    left = hostclean.footprint([str(node.layout.root)], before)
     assert proc.returncode == 0 and not left, (
         f"`tritonops dev down --force` exited {proc.returncode}:\n{proc.stdout}{proc.stderr}\nleft on the host:\n  "
         + "\n  ".join(left))

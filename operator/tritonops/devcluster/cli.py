@@ -133,6 +133,11 @@ def _stop_real_node(cp: ControlPlane | None, force: bool) -> int:
     node = RealNode.load(cp) if cp else None
     if node is None and not force:
         return 0
+    if node is None and hostclean.load_record() is None:
+        foreign = hostclean.foreign_state()
+        print(f"no record of a real node on this machine ({hostclean.record_path()}): nothing of ours to undo"
+              + ("; left alone:\n  " + "\n  ".join(foreign) if foreign else ""))
+        return 0
     left = node.stop() if node else hostclean.cleanup()
     if left:
         print("the host still has real-node leftovers:\n  " + "\n  ".join(left), file=sys.stderr)

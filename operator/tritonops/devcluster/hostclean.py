@@ -7,8 +7,12 @@ itself), cgroups ``/kubepods`` and ``/k8s.io`` in every hierarchy, the bridge, i
 kubelet and kube-proxy, ``CNI-*`` from the plugins; IPv4 and IPv6), ``net.ipv4.ip_forward`` (the bridge
 plugin sets it) and directories the kubelet hard-codes. :func:`footprint` lists what is there,
 :func:`cleanup` removes it. Before a node starts, :func:`record` writes what the host looked like to a
-machine-wide record, so a later cleanup restores exactly that; without a record (a crash that lost it)
-every kubelet leftover is treated as ours: one real node per machine.
+machine-wide record (``~/.cache/tritonops/real-node.json``), kept until the host is clean again, so a
+cleanup after a crash restores exactly that. Host-wide state (cgroups, chains, namespaces, the bridge,
+ip_forward, directories) is only touched while that record says our node ran here: without it, another
+kubelet's or container runtime's state on the machine is left alone (:func:`foreign_state` reports it, and
+a real node refuses to start beside it). Only processes and mounts under our own directories are ours
+without a record.
 """
 
 from __future__ import annotations
@@ -96,9 +100,9 @@ def _cgroup_pids() -> list[int]:
     return sorted(pids)
 
 
-def _mounts(roots: Iterable[str]) -> list[str]:
-    """Mount points that belong to the node, deepest first."""
-    prefixes = (*roots, str(NETNS_DIR / "cni-"), "/run/containerd/", "/var/lib/kubelet")
+def _mounts(roots: Iterable[str], netns: bool) -> list[str]:
+    """Mount points under ``roots`` (and the CNI network namespaces when ``netns``), deepest first."""
+    prefixes = (*roots, str(NETNS_DIR / "cni-")) if netns else tuple(roots)
     points = []
     for line in Path("/proc/self/mountinfo").read_text().splitlines():
         point = line.split()[4].replace("\\040", " ")
@@ -132,26 +136,33 @@ def _bridge_exists() -> bool:
     return Path(f"/sys/class/net/{BRIDGE}").exists()
 
 
-def footprint(roots: Iterable[str] = ()) -> list[str]:
-    """Everything a real node left on the host, one line each; empty when the host is clean.
-
-    ``roots``: node directories whose processes and mounts count (the record's root is always included).
-    """
-    rec = load_record()
-    roots = sorted({*roots, *([rec["root"]] if rec else [])})
-    left = [f"process {pid}: {cmd}" for pid, cmd in running_components(roots)]
-    left += [f"pod process {pid}" for pid in _cgroup_pids()]
-    left += [f"mount {m}" for m in _mounts(roots)]
+def foreign_state() -> list[str]:
+    """Host-wide state a kubelet, a CRI runtime or CNI plugins leave (ours or anyone's), one line each."""
+    left = [f"pod process {pid}" for pid in _cgroup_pids()]
     left += [f"cgroup {d}" for d in _cgroups()]
     left += [f"netns {n}" for n in _netns()]
     left += [f"link {BRIDGE}"] if _bridge_exists() else []
     left += [f"{tool} -t {table} chain {chain}" for tool, table, chain in _chains()]
-    existing = set(rec["existing"]) if rec else set()
-    left += [f"dir {d}" for d in HOST_DIRS if d.exists() and str(d) not in existing]
-    forward = rec["ip_forward"] if rec else "0"
-    if IP_FORWARD.read_text().strip() != forward:
-        left.append(f"net.ipv4.ip_forward={IP_FORWARD.read_text().strip()} (was {forward})")
+    return left
+
+
+def footprint(roots: Iterable[str] = (), before: dict[str, Any] | None = None) -> list[str]:
+    """Everything a real node left on the host, one line each; empty when the host is clean.
+
+    ``roots``: node directories whose processes and mounts count (the record's root is always included).
+    ``before``: the host as recorded before the node started (default: the current record, if any);
+    directories and ip_forward are judged against it, and are not judged without one.
+    """
+    rec = before or load_record()
+    roots = sorted({*roots, *([rec["root"]] if rec else [])})
+    left = [f"process {pid}: {cmd}" for pid, cmd in running_components(roots)]
+    left += [f"mount {m}" for m in _mounts(roots, netns=True)]
+    left += foreign_state()
     if rec:
+        left += [f"dir {d}" for d in HOST_DIRS if d.exists() and str(d) not in rec["existing"]]
+        if (now := IP_FORWARD.read_text().strip()) != rec["ip_forward"]:
+            left.append(f"net.ipv4.ip_forward={now} (was {rec['ip_forward']})")
+    if load_record():
         left.append(f"record {record_path()}")
     return left
 
@@ -191,32 +202,44 @@ def _drop_chains() -> None:
         _run(tool, "-w", "-t", table, "-X", chain)
 
 
-def cleanup(roots: Iterable[str] = (), grace: float = 10.0) -> list[str]:
-    """Undo every host change of a real node (idempotent); return what :func:`footprint` still finds."""
-    rec = load_record()
-    roots = sorted({*roots, *([rec["root"]] if rec else [])})
-    procs = running_components(roots)
-    by_role = {name: [p for p, cmd in procs if Path(cmd.split()[0]).name == name] for name in COMPONENTS}
-    _kill(by_role["kube-proxy"] + by_role["kubelet"], grace)
-    _kill(_cgroup_pids(), 0.0)
-    _kill(by_role["containerd-shim-runc-v2"] + by_role["containerd"], grace)
-    _kill(_cgroup_pids(), 0.0)  # anything a dying shim started last
-    for point in _mounts(roots):
-        subprocess.run(["umount", "-l", point], capture_output=True, check=False)
+def _undo_host_changes(rec: dict[str, Any]) -> None:
+    """The host-wide part of a cleanup, for a node the record says ran here."""
     for ns in _netns():
         ns.unlink(missing_ok=True)
     if _bridge_exists():
         subprocess.run(["ip", "link", "delete", BRIDGE], capture_output=True, check=False)
     _drop_chains()
-    IP_FORWARD.write_text((rec["ip_forward"] if rec else "0") + "\n")
+    IP_FORWARD.write_text(rec["ip_forward"] + "\n")
     for d in _cgroups():
         with contextlib.suppress(OSError):
             d.rmdir()
-    existing = set(rec["existing"]) if rec else set()
     for d in HOST_DIRS:
-        if d.exists() and str(d) not in existing:
+        if d.exists() and str(d) not in rec["existing"]:
             subprocess.run(["rm", "-rf", "--one-file-system", str(d)], capture_output=True, check=False)
-    left = [line for line in footprint(roots) if not line.startswith("record ")]
+
+
+def cleanup(roots: Iterable[str] = (), grace: float = 10.0) -> list[str]:
+    """Undo a real node's host changes (idempotent); return what :func:`footprint` still finds.
+
+    Without a record only the processes and mounts under ``roots`` are removed (see the module docstring).
+    """
+    rec = load_record()
+    roots = sorted({*roots, *([rec["root"]] if rec else [])})
+    procs = running_components(roots)
+    by_role = {name: [p for p, cmd in procs if Path(cmd.split()[0]).name == name] for name in COMPONENTS}
+    _kill(by_role["kube-proxy"] + by_role["kubelet"], grace)
+    if rec:
+        _kill(_cgroup_pids(), 0.0)
+    _kill(by_role["containerd-shim-runc-v2"] + by_role["containerd"], grace)
+    if rec:
+        _kill(_cgroup_pids(), 0.0)  # anything a dying shim started last
+    for point in _mounts(roots, netns=rec is not None):
+        subprocess.run(["umount", "-l", point], capture_output=True, check=False)
+    if rec is None:
+        return [f"process {pid}: {cmd}" for pid, cmd in running_components(roots)] + [
+            f"mount {m}" for m in _mounts(roots, netns=False)]
+    _undo_host_changes(rec)
+    left = [line for line in footprint(roots, rec) if not line.startswith("record ")]
     if not left:  # keep the record while something is left: a later --force still knows the host's state
         record_path().unlink(missing_ok=True)
     return left

@@ -102,17 +102,20 @@ class RealNode:
             raise
 
     def _claim_machine(self, log: Callable[[str], None]) -> None:
-        """Refuse to start beside another live real node; clear what a crashed one left behind."""
+        """Refuse to start beside another live real node or another kubelet's state; clear what a crashed
+        node of ours left behind (the machine record says one ran here)."""
         rec = hostclean.load_record()
         if rec and rec["root"] != str(self.layout.root) and hostclean.running_components([rec["root"]]):
             raise ClusterError(f"a real node already runs on this machine (state {rec['root']}); one real node "
                                "per machine: stop its cluster with `tritonops dev down` first")
-        leftovers = hostclean.footprint([str(self.layout.root)])
-        if leftovers:
-            log(f"clearing {len(leftovers)} leftovers of an earlier real node (e.g. {leftovers[0]})")
-            still = hostclean.cleanup([str(self.layout.root)])
-            if still:
+        if rec:
+            log(f"clearing what an earlier real node left on this machine (state {rec['root']})")
+            if still := hostclean.cleanup([str(self.layout.root)]):
                 raise ClusterError("could not clear an earlier real node's leftovers:\n  " + "\n  ".join(still))
+        elif foreign := hostclean.foreign_state():
+            raise ClusterError("this machine has another kubelet's, container runtime's or CNI plugin's state, "
+                               "which a real node would collide with (one per machine); left alone:\n  "
+                               + "\n  ".join(foreign[:10]))
 
     def _write_files(self) -> None:
         lay, pki = self.layout, self.cp.layout.pki
