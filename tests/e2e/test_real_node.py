@@ -20,8 +20,9 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 
 from tests.e2e.conftest import ModelStore, local_md
-from tests.integration.support import Api, OperatorProcess, converged, wait_until
+from tests.integration.support import Api, OperatorProcess, converged, kubectl, wait_until
 from tritonops.devcluster.realnode import RealNode
+from tritonops.devcluster.session import ClusterHandle
 from tritonops_runtime import contract as c
 
 pytestmark = [pytest.mark.e2e, pytest.mark.cluster, pytest.mark.slow]
@@ -45,8 +46,8 @@ def degraded(api: Api, ns: str, name: str, reason: str) -> dict[str, Any] | None
 
 
 def test_example_answers_over_http_and_grpc_through_the_service(
-        api: Api, namespace: str, real_node: RealNode, model_store: ModelStore, store_secret: str,
-        e2e_operator: OperatorProcess) -> None:
+        api: Api, cluster: ClusterHandle, namespace: str, real_node: RealNode, model_store: ModelStore,
+        store_secret: str, e2e_operator: OperatorProcess) -> None:
     api.create_md(namespace, local_md("clf", model_store.uri("classifier/model.onnx"), digest=model_store.digest))
     wait_until("clf Ready", lambda: converged(api, namespace, "clf"), timeout=300)
 
@@ -72,6 +73,14 @@ def test_example_answers_over_http_and_grpc_through_the_service(
         grpc.close()
     np.testing.assert_allclose(by_http, expected, atol=1e-5)
     np.testing.assert_allclose(by_grpc, expected, atol=1e-5)
+
+    # From inside the pod (kubectl exec through the API server to the kubelet): the Service, which sends
+    # the pod back to itself (hairpin), and Triton's logs through kubectl logs.
+    probe = f"import urllib.request as u; print(u.urlopen('http://{ip}:{c.HTTP_PORT}{c.HEALTH_READY_PATH}').status)"
+    pod = pods[0].metadata.name
+    inside = kubectl(cluster, "exec", "-n", namespace, pod, "-c", "triton", "--", "python3", "-c", probe)
+    assert inside.stdout == "200\n"
+    assert "Started HTTPService" in kubectl(cluster, "logs", "-n", namespace, pod, "-c", "triton").stdout
 
 
 def test_wrong_digest_reports_the_fetchers_message(

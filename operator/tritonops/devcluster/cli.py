@@ -183,9 +183,10 @@ def _status(args: argparse.Namespace) -> int:
     from tritonops.devcluster.realnode import RealNode
 
     node = RealNode.load(cp)
-    for component, alive in (node.status() if node else {}).items():
-        print(f"  {component:<24} pid {node.pids.get(component, '-')!s:<8} {'up' if alive else 'down'}"
-              f"  (real node {node.name})" if node else "")
+    if node:
+        for component, alive in node.status().items():
+            print(f"  {component:<24} pid {node.pids.get(component, '-')!s:<8} {'up' if alive else 'down'}"
+                  f"  (real node {node.name})")
     if cp.ports:
         print(f"  api server: {cp.ports.server}")
     _print_access(cp)
