@@ -5,7 +5,7 @@
 # Idempotent: cached under ~/.cache/tritonops/images/<image>-<key>.tar (or $TRITONOPS_CACHE/images), <key>
 # hashing each recipe's inputs; concurrent runs serialize on a lock per image. Needs root (mmdebstrap, chroot).
 # Prints the three archive paths on stdout (pause, runtime, triton); progress goes to stderr.
-# Cold build on 2 cores: about 3 minutes (Debian packages and wheels downloaded once); cached: under 1 s.
+# Cold build on 2 cores: about 1 minute (Debian packages and wheels downloaded once); cached: under 1 s.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/.." && pwd)

@@ -3,8 +3,8 @@
 #   kubelet and kube-proxy from the pinned k8s.io/kubernetes module (hack/bins/kube, the control plane's pins),
 #   and Debian's containerd, runc, containernetworking-plugins, iptables and conntrack (apt, when missing).
 # Idempotent: binaries are cached under ~/.cache/tritonops/bins/node-<k8s>-<key>/ where <key> hashes the kube
-# module pins and this script; a cached run takes ~0.1 s. Cold: about 4 minutes on 2 cores (kubelet ~3 min,
-# kube-proxy seconds more as it shares most packages). Prints the bin directory on stdout (last line).
+# module pins and this script; a cached run takes ~0.1 s. Cold after the control plane: 22 s on 2 cores (they
+# share the Go build cache; alone, kubelet takes ~3 min). Prints the bin directory on stdout (last line).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 mods="$here/bins"
