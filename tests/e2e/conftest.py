@@ -33,7 +33,7 @@ from tests.integration.support import Api, OperatorProcess
 from tests.s3 import S3Server, running_s3
 from tritonops.devcluster import hostclean
 from tritonops.devcluster.images import RUNTIME_IMAGE, TRITON_IMAGE
-from tritonops.devcluster.nodeconf import GATEWAY, REAL_NODE_LABEL
+from tritonops.devcluster.nodeconf import GATEWAY, REAL_NODE_LABEL, REAL_NODE_TOLERATION
 from tritonops.devcluster.realnode import RealNode
 from tritonops.devcluster.session import ClusterHandle
 
@@ -123,6 +123,7 @@ def local_md(name: str, storage_uri: str, **model: Any) -> dict[str, Any]:
                                    "instanceGroups": [{"kind": "KIND_CPU", "count": 1}]}},
             "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "2Gi"}},
             "nodeSelector": {REAL_NODE_LABEL: "true"},
+            "tolerations": [REAL_NODE_TOLERATION],
             "replicas": 1,
             "rollout": {"strategy": "Rolling", "progressDeadlineSeconds": 180},
         },

@@ -21,6 +21,7 @@ import tritonclient.http as httpclient
 
 from tests.e2e.conftest import ModelStore, local_md
 from tests.integration.support import Api, OperatorProcess, converged, kubectl, wait_until
+from tritonops.devcluster.nodeconf import REAL_NODE_LABEL, REAL_NODE_TOLERATION
 from tritonops.devcluster.realnode import RealNode
 from tritonops.devcluster.session import ClusterHandle
 from tritonops_runtime import contract as c
@@ -173,3 +174,20 @@ def test_new_model_version_rolls_out_without_a_failed_request(
     assert not load.errors, f"{len(load.errors)} of {load.ok + len(load.errors)} requests failed: {load.errors[:5]}"
     assert load.ok >= 40
     print(f"{load.ok} requests through the rollout, none failed")
+
+
+def test_an_image_that_was_not_imported_fails_without_leaving_the_machine(
+        api: Api, namespace: str, real_node: RealNode) -> None:
+    restricted = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}, "runAsNonRoot": True,
+                  "runAsUser": 1000, "seccompProfile": {"type": "RuntimeDefault"}}
+    api.core.create_namespaced_pod(namespace, {"metadata": {"name": "nowhere"}, "spec": {
+        "nodeSelector": {REAL_NODE_LABEL: "true"}, "tolerations": [REAL_NODE_TOLERATION],
+        "containers": [{"name": "c", "image": "registry.example.invalid/nothing:1", "securityContext": restricted}]}})
+
+    def pull_error() -> str | None:
+        statuses = api.core.read_namespaced_pod("nowhere", namespace).status.container_statuses or []
+        waiting = statuses[0].state.waiting if statuses else None
+        return waiting.message if waiting and waiting.reason in ("ErrImagePull", "ImagePullBackOff") else None
+
+    message = wait_until("the pull to fail", pull_error, timeout=60)
+    assert "127.0.0.1:9" in message, message  # the registry request went to the closed loopback proxy

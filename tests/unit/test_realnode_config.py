@@ -81,3 +81,11 @@ def test_local_example_runs_the_local_triton_image_on_the_real_node() -> None:
     doc = yaml.safe_load((ROOT / "examples" / "local-classifier.yaml").read_text())
     assert doc["spec"]["runtime"]["image"] == TRITON_IMAGE
     assert doc["spec"]["nodeSelector"] == {nodeconf.REAL_NODE_LABEL: "true"}
+    assert doc["spec"]["tolerations"] == [nodeconf.REAL_NODE_TOLERATION]
+
+
+def test_only_pods_that_ask_run_on_the_real_node_and_nothing_is_pulled_from_off_the_machine() -> None:
+    doc = yaml.safe_load(nodeconf.kubelet_config(LAY, Path("/pki/ca.crt"), 12345))
+    assert doc["registerWithTaints"] == [nodeconf.REAL_NODE_TAINT]
+    proxies = {v for k, v in nodeconf.CONTAINERD_ENV.items() if "proxy" in k.lower() and "no" not in k.lower()}
+    assert proxies == {"http://127.0.0.1:9"}

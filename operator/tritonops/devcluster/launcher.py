@@ -76,16 +76,18 @@ def _component_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k not in _DROPPED_ENV}
 
 
-def spawn(argv: list[str], log_path: Path, cwd: Path, *, detach: bool) -> subprocess.Popen[bytes]:
+def spawn(argv: list[str], log_path: Path, cwd: Path, *, detach: bool,
+          env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
     """Start ``argv`` in its own session with stdout and stderr appended to ``log_path``.
 
     ``detach=False``: Linux kills it when the calling thread exits (see :func:`_die_with_parent`).
+    ``env`` adds to (or overrides) the component environment.
     """
     with log_path.open("ab") as log:
         log.write(f"\n==== {time.strftime('%Y-%m-%dT%H:%M:%S')} {' '.join(argv)}\n".encode())
         log.flush()
         return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                cwd=cwd, env=_component_env(), start_new_session=True,
+                                cwd=cwd, env={**_component_env(), **(env or {})}, start_new_session=True,
                                 # the hook only calls prctl(2): no locks, no allocation
                                 preexec_fn=None if detach else _die_with_parent)  # noqa: PLW1509
 

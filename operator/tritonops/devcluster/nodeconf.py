@@ -30,6 +30,14 @@ KUBELET_PORT = 10250  # fixed: the API server reaches every node's kubelet on th
 CNI_BIN_DIR = "/usr/lib/cni"  # Debian's containernetworking-plugins
 REAL_NODE_LABEL = "tritonops.io/real-node"
 NODE_TYPE = "real"  # the ``type`` label (KWOK nodes carry ``type=kwok``)
+# Only pods that ask for the real node run there: the rest of the cluster (KWOK) keeps its fake pods,
+# whose images exist nowhere.
+REAL_NODE_TAINT = {"key": REAL_NODE_LABEL, "value": "true", "effect": "NoSchedule"}
+REAL_NODE_TOLERATION = {"key": REAL_NODE_LABEL, "operator": "Equal", "value": "true", "effect": "NoSchedule"}
+# containerd's environment: every registry request goes to a closed loopback port, so an image that was
+# not imported fails at once (ErrImagePull) instead of looking up a registry off this machine.
+CONTAINERD_ENV = {"HTTP_PROXY": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9", "NO_PROXY": "",
+                  "http_proxy": "http://127.0.0.1:9", "https_proxy": "http://127.0.0.1:9", "no_proxy": ""}
 
 
 @dataclass(frozen=True)
@@ -173,6 +181,7 @@ def kubelet_config(lay: NodeLayout, ca_file: Path, healthz_port: int) -> str:
         "evictionHard": {"memory.available": "100Mi", "nodefs.available": "1%", "imagefs.available": "1%"},
         "serializeImagePulls": False,
         "maxPods": 110,
+        "registerWithTaints": [REAL_NODE_TAINT],
         "syncFrequency": "10s", "fileCheckFrequency": "10s",
         "nodeStatusReportFrequency": "10s",
     }

@@ -84,7 +84,8 @@ class RealNode:
         try:
             deadline = time.monotonic() + timeout
             self._write_files()
-            self._spawn("containerd", ["containerd", f"--config={self.layout.containerd_config}"])
+            self._spawn("containerd", ["containerd", f"--config={self.layout.containerd_config}"],
+                        nodeconf.CONTAINERD_ENV)
             self._wait("containerd", self._containerd_up, deadline)
             for cmd in nodeconf.bridge_commands():  # before any pod, so host servers can bind the gateway
                 subprocess.run(cmd, check=True, capture_output=True, timeout=30)
@@ -133,8 +134,8 @@ class RealNode:
         lay.proxy_config.write_text(nodeconf.kube_proxy_config(lay, self._proxy_healthz, metrics))
         lay.resolv_conf.write_text("# the local cluster has no DNS server; pods use Service IPs\n")
 
-    def _spawn(self, component: str, argv: list[str]) -> None:
-        proc = spawn(argv, self.cp.layout.log(component), self.layout.root, detach=self.detach)
+    def _spawn(self, component: str, argv: list[str], env: dict[str, str] | None = None) -> None:
+        proc = spawn(argv, self.cp.layout.log(component), self.layout.root, detach=self.detach, env=env)
         self.pids[component] = proc.pid
         self.argv0[component] = argv[0]
         self._save()
