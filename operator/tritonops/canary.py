@@ -17,12 +17,12 @@ back to stable); an *Inconclusive* one (too little canary traffic to judge, afte
 limit) pauses the rollout until a user promotes; neither ever promotes. After the last step the canary
 is promoted. A new canary revision restarts from step 0 against the same stable revision (:func:`start`).
 
-Not wired into the planner yet: this module is the first part of the progressive-delivery issue.
+:mod:`tritonops.rollout_plan` composes it into the planner with replica-ratio traffic; metric analysis
+and Gateway API routing do not exist yet (the operator refuses specs that ask for them).
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Final
@@ -94,11 +94,14 @@ def start(canary: str, now: datetime) -> Progress:
 
 
 def target_weight(steps: list[Step], progress: Progress) -> int:
-    """The weight the traffic router should aim for now: the current setWeight step's, else the current."""
+    """The weight the traffic router should aim for now: the current setWeight step's (unless paused), else
+    the weight that serves."""
     if progress.decision == ABORTED:
         return 0
     if progress.decision == PROMOTED:
         return 100
+    if progress.decision == PAUSED:
+        return progress.weight  # a paused rollout holds what serves now
     if progress.step < len(steps) and steps[progress.step].kind == SET_WEIGHT:
         return steps[progress.step].weight
     return progress.weight
@@ -191,7 +194,31 @@ def split_replicas(total: int, weight: int, surge: bool) -> Split:
     if total <= 0 or weight <= 0:
         return Split(max(total, 0), 0)
     if surge:
-        canary = total if weight >= 100 else math.ceil(total * weight / (100 - weight))
+        canary = total if weight >= 100 else max(1, round(total * weight / (100 - weight)))
         return Split(total, min(canary, total))
     canary = min(max(1, round(total * weight / 100)), total - 1)
     return Split(total - canary, canary)
+
+
+def _parse_time(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value.replace("Z", "+00:00")) if value else None
+
+
+def from_status(rollout: dict[str, Any], recorded_canary: str | None, canary: str, now: datetime) -> Progress:
+    """The progress recorded in ``status.rollout`` for ``canary``; a fresh start for any other revision."""
+    if recorded_canary != canary or "currentStepIndex" not in rollout:
+        return start(canary, now)
+    return Progress(canary, step=int(rollout["currentStepIndex"]), weight=int(rollout.get("weight", 0)),
+                    step_started=_parse_time(rollout.get("stepStartedAt")),
+                    decision=rollout.get("decision", PROGRESSING), reason=rollout.get("message", ""))
+
+
+def to_status(progress: Progress) -> dict[str, Any]:
+    """``status.rollout`` fields of ``progress`` (times in RFC 3339, seconds, UTC)."""
+    out: dict[str, Any] = {"currentStepIndex": progress.step, "weight": progress.weight,
+                           "decision": progress.decision}
+    if progress.step_started:
+        out["stepStartedAt"] = progress.step_started.strftime("%Y-%m-%dT%H:%M:%SZ")
+    if progress.reason:
+        out["message"] = progress.reason
+    return out

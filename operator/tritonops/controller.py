@@ -17,8 +17,9 @@ from typing import Any
 from tritonops.api import API_VERSION, KIND
 from tritonops.builders.deployment import BuildOptions
 from tritonops.builders.meta import LABEL_MANAGED_BY, LABEL_MD, MANAGED_BY
+from tritonops.diagnose import deployment_available
 from tritonops.kube import Kube
-from tritonops.planner import Event, Observed, Plan, deployment_available, plan, timestamp
+from tritonops.planner import Event, Observed, Plan, plan, timestamp
 from tritonops.workqueue import WorkQueue
 
 log = logging.getLogger(__name__)

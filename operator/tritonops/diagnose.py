@@ -1,4 +1,4 @@
-"""Read why a revision's pods are not serving: the scheduler's verdict, a failed fetch, a crashing server.
+"""Read whether a revision serves, and why its pods do not: the scheduler's verdict, a failed fetch, a crash.
 
 Pure functions over observed Pod objects; the planner turns the result into a ``Degraded`` condition.
 """
@@ -20,6 +20,17 @@ class Diagnosis:
 
     reason: str
     message: str
+
+
+def deployment_available(dep: dict[str, Any] | None, replicas: int | None) -> bool:
+    """Whether ``dep`` has ``replicas`` (None: its own spec.replicas) updated and available."""
+    if dep is None:
+        return False
+    st, spec = dep.get("status", {}), dep.get("spec", {})
+    want = spec.get("replicas", 1) if replicas is None else replicas
+    current = st.get("observedGeneration", 0) >= dep.get("metadata", {}).get("generation", 0)
+    return current and want > 0 and st.get("availableReplicas", 0) >= want \
+        and st.get("updatedReplicas", 0) >= want
 
 
 def _unschedulable(pod: dict[str, Any]) -> Diagnosis | None:

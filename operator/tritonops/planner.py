@@ -17,8 +17,10 @@ from tritonops.builders.configmap import build_config_map
 from tritonops.builders.deployment import BuildOptions, build_deployment
 from tritonops.builders.meta import LABEL_REVISION, Owner, revision_of, selector_string
 from tritonops.builders.service import build_service
-from tritonops.diagnose import Diagnosis, diagnose
+from tritonops.canary import ABORTED, to_status
+from tritonops.diagnose import Diagnosis, deployment_available, diagnose
 from tritonops.diff import first_difference
+from tritonops.rollout_plan import CanaryPlan, aborted_entry, canary_conditions, plan_canary
 from tritonops.status import reasons as r
 from tritonops.status.conditions import Cond, find, merge, phase
 from tritonops.validate import problems_of, render_model_config
@@ -62,20 +64,12 @@ class _Revisions:
     promoted: bool
 
 
+CANARY_KEYS = ("currentStepIndex", "stepStartedAt", "weight", "decision", "message")
+
+
 def timestamp(now: datetime) -> str:
     """RFC 3339, seconds precision, UTC."""
     return now.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def deployment_available(dep: dict[str, Any] | None, replicas: int | None) -> bool:
-    """Whether ``dep`` has ``replicas`` (None: its own spec.replicas) updated and available."""
-    if dep is None:
-        return False
-    st, spec = dep.get("status", {}), dep.get("spec", {})
-    want = spec.get("replicas", 1) if replicas is None else replicas
-    current = st.get("observedGeneration", 0) >= dep.get("metadata", {}).get("generation", 0)
-    return current and want > 0 and st.get("availableReplicas", 0) >= want \
-        and st.get("updatedReplicas", 0) >= want
 
 
 def desired_replicas(spec: dict[str, Any]) -> int | None:
@@ -83,23 +77,30 @@ def desired_replicas(spec: dict[str, Any]) -> int | None:
     return None if spec.get("autoscaling") else int(spec.get("replicas", 1))
 
 
-def _revisions(md: dict[str, Any], observed: Observed, target: str | None) -> _Revisions:
-    status = md.get("status") or {}
-    stable: str | None = status.get("stableRevision") or None
+def _recorded_stable(md: dict[str, Any], observed: Observed, target: str | None) -> str | None:
+    stable: str | None = (md.get("status") or {}).get("stableRevision") or None
     if stable and stable != target and stable not in observed.deployments:
-        stable = None  # its Deployment is gone; nothing of it serves any more
-    replicas = desired_replicas(md["spec"])
-    if target and target != stable and deployment_available(observed.deployments.get(target), replicas):
+        return None  # its Deployment is gone; nothing of it serves any more
+    return stable
+
+
+def _revisions(md: dict[str, Any], observed: Observed, target: str | None, canary: CanaryPlan | None) -> _Revisions:
+    stable = _recorded_stable(md, observed, target)
+    ready = canary.promote if canary else deployment_available(
+        observed.deployments.get(target or ""), desired_replicas(md["spec"]))
+    if target and target != stable and ready:
         return _Revisions(target, target, True)
     return _Revisions(target, stable, False)
 
 
-def _desired(md: dict[str, Any], owner: Owner, target: str | None, opts: BuildOptions) -> list[dict[str, Any]]:
+def _desired(md: dict[str, Any], owner: Owner, target: str | None, opts: BuildOptions,
+             canary: CanaryPlan | None) -> list[dict[str, Any]]:
     objs = [build_service(owner)]
     if target:
         spec = md["spec"]
+        replicas = canary.canary_replicas if canary else desired_replicas(spec)
         objs.append(build_config_map(owner, target, render_model_config(spec)))
-        objs.append(build_deployment(owner, target, spec, desired_replicas(spec), opts))
+        objs.append(build_deployment(owner, target, spec, replicas, opts))
     return objs
 
 
@@ -126,11 +127,13 @@ def plan(md: dict[str, Any], observed: Observed, now: datetime, opts: BuildOptio
     owner = Owner(meta["name"], meta["namespace"], meta["uid"])
     problems = problems_of(spec)
     target = None if problems else revision_of(meta["name"], spec, opts.runtime_image)
-    revs = _revisions(md, observed, target)
-    desired = _desired(md, owner, target, opts)
+    canary = plan_canary(md, observed.deployments, target, _recorded_stable(md, observed, target), now)
+    revs = _revisions(md, observed, target, canary)
+    desired = _desired(md, owner, target, opts, canary if canary and not revs.promoted else None)
     drift = [(o, first_difference(_observed_of(observed, o), o)) for o in desired]
     to_apply = [(o, why) for o, why in drift if why is not None]
-    new_status, events, requeue = _status(md, observed, revs, problems, now)
+    new_status, events, requeue = _status(md, observed, revs, problems, now,
+                                          canary if canary and not revs.promoted else None)
     old = {k: v for k, v in (md.get("status") or {}).items() if k != "kopf"}
     return Plan(apply=[o for o, _ in to_apply], why=[w for _, w in to_apply], delete=_deletions(observed, revs),
                 status=None if new_status == old else new_status, events=events, requeue_after=requeue)
@@ -184,26 +187,38 @@ def _serving_conditions(observed: Observed, revs: _Revisions, replicas: int | No
     return [ready, available]
 
 
+def _rollout_status(old: dict[str, Any], canary_rev: str, canary: CanaryPlan | None, stamp: str) -> dict[str, Any]:
+    rollout = {k: v for k, v in (old.get("rollout") or {}).items() if k not in CANARY_KEYS}
+    if not canary_rev:
+        rollout.pop("startedAt", None)
+    elif old.get("canaryRevision") != canary_rev or "startedAt" not in rollout:
+        rollout["startedAt"] = stamp
+    if canary:
+        rollout.update(to_status(canary.progress))
+    return rollout
+
+
 def _status(md: dict[str, Any], observed: Observed, revs: _Revisions, problems: list[str],
-            now: datetime) -> tuple[dict[str, Any], list[Event], float | None]:
+            now: datetime, canary: CanaryPlan | None) -> tuple[dict[str, Any], list[Event], float | None]:
     spec, old = md["spec"], md.get("status") or {}
     gen = int(md["metadata"].get("generation", 0))
     stamp = timestamp(now)
-    canary = revs.target if revs.target and revs.target != revs.stable else ""
-    rollout = dict(old.get("rollout") or {})
-    if not canary:
-        rollout.pop("startedAt", None)
-    elif old.get("canaryRevision") != canary or "startedAt" not in rollout:
-        rollout["startedAt"] = stamp
+    canary_rev = revs.target if revs.target and revs.target != revs.stable else ""
+    rollout = _rollout_status(old, canary_rev, canary, stamp)
     deadline = int(spec.get("rollout", {}).get("progressDeadlineSeconds", 600))
-    conds, requeue = _rollout_conditions(revs, problems, rollout.get("startedAt"), now, deadline,
-                                         _diagnosis(observed, revs.target, desired_replicas(spec)))
+    replicas = canary.canary_replicas if canary else desired_replicas(spec)
+    diag = _diagnosis(observed, revs.target, replicas)
+    conds, requeue = canary_conditions(canary, diag, now, deadline) if canary else _rollout_conditions(
+        revs, problems, rollout.get("startedAt"), now, deadline, diag)
     conds = _serving_conditions(observed, revs, desired_replicas(spec)) + conds
     conds.append(Cond(r.INVALID_SPEC, bool(problems), r.INVALID_SPEC_REASON if problems else r.SPEC_VALID,
                       "; ".join(problems)))
     old_conds = old.get("conditions") or []
     conditions = merge(old_conds, conds, gen, stamp)
     deps = observed.deployments.values()
+    history = _history(old.get("history") or [], spec, revs, stamp)
+    if canary and canary.progress.decision == ABORTED and (old.get("rollout") or {}).get("decision") != ABORTED:
+        history = [*history, aborted_entry(canary, spec, stamp)][-max(_history_limit(spec), 1):]
     status: dict[str, Any] = {
         "observedGeneration": gen,
         "phase": phase(conditions),
@@ -212,11 +227,13 @@ def _status(md: dict[str, Any], observed: Observed, revs: _Revisions, problems: 
         "readyReplicas": sum(d.get("status", {}).get("readyReplicas", 0) for d in deps),
         "availableReplicas": sum(d.get("status", {}).get("availableReplicas", 0) for d in deps),
         "selector": selector_string(md["metadata"]["name"]),
-        "history": _history(old.get("history") or [], spec, revs, stamp),
+        "history": history,
     }
-    for key, value in (("stableRevision", revs.stable), ("canaryRevision", canary), ("rollout", rollout)):
+    for key, value in (("stableRevision", revs.stable), ("canaryRevision", canary_rev), ("rollout", rollout)):
         if value:
             status[key] = value
+    if canary:
+        status["canaryWeight"] = canary.progress.weight
     return status, _events(old_conds, conditions, revs), requeue
 
 
@@ -238,8 +255,11 @@ def _history(history: list[dict[str, Any]], spec: dict[str, Any], revs: _Revisio
              "modelVersion": int(model.get("version", 1)), "promotedAt": stamp, "outcome": "Promoted"}
     if model.get("digest"):
         entry["digest"] = model["digest"]
-    limit = int(spec.get("rollout", {}).get("revisionHistoryLimit", 10))
-    return [*out, entry][-max(limit, 1):]
+    return [*out, entry][-max(_history_limit(spec), 1):]
+
+
+def _history_limit(spec: dict[str, Any]) -> int:
+    return int(spec.get("rollout", {}).get("revisionHistoryLimit", 10))
 
 
 def _events(old: list[dict[str, Any]], new: list[dict[str, Any]], revs: _Revisions) -> list[Event]:

@@ -34,9 +34,26 @@ def _gpu_problems(spec: dict[str, Any]) -> list[str]:
     return problems
 
 
+def _canary_problems(spec: dict[str, Any]) -> list[str]:
+    """Canary features the API accepts whose controllers do not exist yet: refuse them rather than roll out
+    a canary nobody checks (the last good revision keeps serving)."""
+    rollout = spec.get("rollout", {})
+    canary = rollout.get("canary", {})
+    if rollout.get("strategy") != "Canary":
+        return []
+    problems = []
+    if canary.get("analysis") or any("analysis" in step for step in canary.get("steps", [])):
+        problems.append("spec.rollout.canary: metric analysis (analysis steps, canary.analysis) is not "
+                        "implemented yet: remove it and gate the canary with pause steps")
+    if canary.get("trafficRouting"):
+        problems.append("spec.rollout.canary.trafficRouting: Gateway API routing is not implemented yet: "
+                        "remove it; the canary's weight is set by replica counts")
+    return problems
+
+
 def problems_of(spec: dict[str, Any]) -> list[str]:
     """Every reason the operator cannot honour ``spec`` (empty when it can)."""
-    problems = _gpu_problems(spec)
+    problems = _gpu_problems(spec) + _canary_problems(spec)
     try:
         render_model_config(spec)
     except ConfigError as err:

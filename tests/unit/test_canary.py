@@ -82,6 +82,9 @@ def test_user_decisions_override_the_steps() -> None:
     assert (full.decision, full.weight) == (c.PROMOTED, 100)
     paused = c.advance(STEPS, p, replace(READY, paused=True), at(1000))
     assert (paused.decision, paused.step) == (c.PAUSED, 1)
+    at_weight_step = c.advance(STEPS, c.Progress("md-b", step=2, weight=10, step_started=T0),
+                               replace(READY, paused=True), at(1))
+    assert c.target_weight(STEPS, at_weight_step) == 10  # paused: hold what serves, do not scale to 50
     resumed = c.advance(STEPS, paused, c.Gate(canary_ready=False), at(1000))
     assert (resumed.decision, resumed.step) == (c.PROGRESSING, 2)
 

@@ -64,7 +64,9 @@ def rollout_schema() -> Schema:
     return obj(
         {
             "strategy": string("Rolling replaces the revision once the new one is available; Canary "
-                               "shifts traffic by steps gated on analysis.", max_length=16,
+                               "shifts traffic by setWeight and pause steps, by replica ratio (metric "
+                               "analysis and Gateway API routing are not implemented yet and are refused "
+                               "with InvalidSpec).", max_length=16,
                                enum=("Rolling", "Canary"), default="Rolling"),
             "progressDeadlineSeconds": integer(minimum=30, maximum=86400, default=600),
             "revisionHistoryLimit": integer(minimum=0, maximum=100, default=10),

@@ -49,7 +49,12 @@ def status_schema() -> Schema:
             "selector": string("Label selector of the serving pods (scale subresource).", max_length=1024),
             "rollout": obj({
                 "startedAt": string(max_length=64),
-                "currentStepIndex": integer(minimum=0),
+                "currentStepIndex": integer("Canary: the step being executed (the number of steps once all "
+                                            "are done).", minimum=0),
+                "stepStartedAt": string("Canary: when the current step began.", max_length=64),
+                "weight": integer("Canary: percent of traffic the canary takes, as achieved.", minimum=0,
+                                  maximum=100),
+                "decision": string("Canary: Progressing, Paused, Promoted or Aborted.", max_length=16),
                 "failedChecks": integer(minimum=0),
                 "pauseStartedAt": string(max_length=64),
                 "message": string(max_length=1024),

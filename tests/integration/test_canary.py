@@ -1,0 +1,80 @@
+"""Canary rollouts on the real API server (KWOK nodes): replica-ratio weights, pauses, promote, abort, restart.
+
+KWOK pods become Ready once scheduled, so "the canary is ready" is the Deployment's availability as the
+real controllers report it; traffic itself is proven on the real node (tests/e2e).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.integration.support import Api, OperatorProcess, converged, md_body, wait_until
+
+pytestmark = pytest.mark.cluster
+CPU = {"runtime": {"triton": {"maxBatchSize": 8, "instanceGroups": [{"kind": "KIND_CPU", "count": 1}]}},
+       "resources": {"requests": {"cpu": "100m"}, "limits": {"memory": "1Gi"}}}
+STEPS = [{"setWeight": 25}, {"pause": {}}, {"setWeight": 50}, {"pause": {"durationSeconds": 3}}]
+
+
+def start_canary(api: Api, ns: str, name: str) -> tuple[str, dict[str, Any]]:
+    """Serve version 1 on 3 replicas, then ask for version 2 by canary steps; returns (stable, md when paused)."""
+    api.create_md(ns, md_body(name, replicas=3, **CPU))
+    stable = wait_until("v1 Ready", lambda: converged(api, ns, name), timeout=90)["status"]["stableRevision"]
+    api.patch_md(ns, name, {"spec": {"model": {"version": 2},
+                                     "rollout": {"strategy": "Canary", "canary": {"steps": STEPS}}}})
+    md = wait_until("paused at step 2", lambda: paused(api, ns, name), timeout=90)
+    return stable, md
+
+
+def paused(api: Api, ns: str, name: str) -> dict[str, Any] | None:
+    md = api.md(ns, name) or {}
+    rollout = md.get("status", {}).get("rollout", {})
+    return md if rollout.get("decision") == "Paused" and rollout.get("currentStepIndex") == 1 else None
+
+
+def replicas(api: Api, ns: str, rev: str) -> int:
+    return int(api.apps.read_namespaced_deployment(rev, ns).spec.replicas)
+
+
+def test_canary_steps_pause_and_promote(api: Api, operator: OperatorProcess, namespace: str) -> None:
+    stable, md = start_canary(api, namespace, "can")
+    canary = md["status"]["canaryRevision"]
+    assert md["status"]["canaryWeight"] == 25  # 1 canary pod beside 3 stable ones
+    assert (replicas(api, namespace, stable), replicas(api, namespace, canary)) == (3, 1)
+    progressing = next(c for c in md["status"]["conditions"] if c["type"] == "Progressing")
+    assert progressing["reason"] == "CanaryPaused" and "until promoted" in progressing["message"]
+
+    api.custom.patch_namespaced_custom_object("tritonops.io", "v1alpha1", namespace, "modeldeployments", "can",
+                                              {"metadata": {"annotations": {"tritonops.io/promote": canary}}})
+    done = wait_until("canary stable", lambda: (m := converged(api, namespace, "can"))
+                      and m["status"]["stableRevision"] == canary and m, timeout=90)
+    wait_until("old stable removed", lambda: [d.metadata.name for d in api.deployments(namespace, "can")] == [canary])
+    assert replicas(api, namespace, canary) == 3
+    assert [h["outcome"] for h in done["status"]["history"]] == ["Superseded", "Promoted"]
+
+
+def test_abort_returns_to_stable_and_survives_an_operator_restart(api: Api, operator: OperatorProcess,
+                                                                  namespace: str) -> None:
+    stable, md = start_canary(api, namespace, "ab")
+    canary, before = md["status"]["canaryRevision"], md["status"]["rollout"]
+    operator.kill()
+    operator.start()  # resumes from status: same step, same start time
+    wait_until("a cycle after the restart", lambda: operator.requests({"get"}, "ModelDeployment") >= 1, timeout=30)
+    assert (api.md(namespace, "ab") or {})["status"]["rollout"] == before
+
+    api.custom.patch_namespaced_custom_object("tritonops.io", "v1alpha1", namespace, "modeldeployments", "ab",
+                                              {"metadata": {"annotations": {"tritonops.io/abort": canary}}})
+
+    def aborted() -> dict[str, Any] | None:
+        m = api.md(namespace, "ab") or {}
+        degraded = next((c for c in m.get("status", {}).get("conditions", []) if c["type"] == "Degraded"), {})
+        return m if degraded.get("reason") == "RolloutAborted" and replicas(api, namespace, canary) == 0 else None
+
+    md = wait_until("aborted", aborted, timeout=60)
+    assert md["status"]["stableRevision"] == stable and replicas(api, namespace, stable) == 3
+    assert md["status"]["canaryWeight"] == 0
+    assert [h["outcome"] for h in md["status"]["history"]] == ["Promoted", "Aborted"]
+    ready = next(c for c in md["status"]["conditions"] if c["type"] == "Ready")
+    assert ready["status"] == "True"

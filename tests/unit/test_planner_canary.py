@@ -1,0 +1,141 @@
+"""Planner tables for Canary rollouts with replica-ratio traffic (Surge): steps, pauses, promote, abort."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from tests.factories import model_deployment, with_spec
+from tests.unit.test_planner import NOW, OPTS, _cond, _store, converge
+from tritonops.builders.meta import revision_of
+from tritonops.planner import Observed, Plan, plan
+
+STEPS = [{"setWeight": 25}, {"pause": {}}, {"setWeight": 50}, {"pause": {"durationSeconds": 60}}]
+
+
+def canary_md(*steps: dict[str, Any]) -> tuple[dict[str, Any], Observed, str, str]:
+    """A ModelDeployment serving version 1 on 4 replicas, then asked for version 2 by canary steps."""
+    md = model_deployment(with_spec("replicas", 4))
+    observed = Observed()
+    converge(md, observed)
+    stable = md["status"]["stableRevision"]
+    md["spec"]["model"]["version"] = 2
+    md["spec"]["rollout"] = {"strategy": "Canary", "canary": {"steps": list(steps or STEPS)},
+                             "progressDeadlineSeconds": 600, "revisionHistoryLimit": 10, "paused": False}
+    md["metadata"]["generation"] = 2
+    return md, observed, stable, revision_of("clf", md["spec"], OPTS.runtime_image)
+
+
+def cycle(md: dict[str, Any], observed: Observed, seconds: float = 0, ready: bool = True) -> Plan:
+    """One reconcile at NOW + seconds; the API server takes what it applies (Deployments ready if ``ready``)."""
+    p = plan(md, observed, NOW + timedelta(seconds=seconds), OPTS)
+    _store(observed, p, ready)
+    if p.status is not None:
+        md["status"] = p.status
+    return p
+
+
+def replicas(observed: Observed, name: str) -> int:
+    return int(observed.deployments[name]["spec"]["replicas"])
+
+
+def test_weight_follows_ready_canary_replicas_and_an_indefinite_pause_holds() -> None:
+    md, observed, stable, canary = canary_md()
+    cycle(md, observed, ready=False)
+    assert replicas(observed, canary) == 1 and replicas(observed, stable) == 4  # Surge: stable untouched
+    assert md["status"]["canaryWeight"] == 0  # not ready yet: no weight claimed
+    assert md["status"]["rollout"]["currentStepIndex"] == 0
+    observed.deployments.pop(canary)
+    cycle(md, observed)  # the canary Deployment appears ready
+    cycle(md, observed)
+    status = md["status"]
+    assert (status["canaryWeight"], status["rollout"]["currentStepIndex"]) == (20, 1)  # 1 of 5 pods
+    assert status["rollout"]["decision"] == "Paused"
+    assert _cond(status, "Progressing") == ("True", "CanaryPaused")
+    assert status["stableRevision"] == stable and status["canaryRevision"] == canary
+    assert cycle(md, observed, seconds=86_400).status is None  # held: nothing changes, nothing written
+
+
+def test_promote_annotation_skips_the_remaining_steps_and_the_canary_becomes_stable() -> None:
+    md, observed, stable, canary = canary_md()
+    for _ in range(3):
+        cycle(md, observed)
+    md["metadata"]["annotations"] = {"tritonops.io/promote": canary}
+    cycle(md, observed, 5)
+    assert replicas(observed, canary) == 4
+    p = cycle(md, observed, 6)
+    status = md["status"]
+    assert status["stableRevision"] == canary and "canaryRevision" not in status and "canaryWeight" not in status
+    assert ("Deployment", stable) in p.delete
+    assert [h["outcome"] for h in status["history"]] == ["Superseded", "Promoted"]
+    assert "currentStepIndex" not in status.get("rollout", {})
+
+
+def test_a_promotion_for_another_revision_does_nothing() -> None:
+    md, observed, _, canary = canary_md()
+    md["metadata"]["annotations"] = {"tritonops.io/promote": "clf-0000000000"}
+    for _ in range(3):
+        cycle(md, observed)
+    assert md["status"]["rollout"]["decision"] == "Paused" and md["status"]["canaryRevision"] == canary
+
+
+def test_abort_sends_traffic_back_and_records_it_once() -> None:
+    md, observed, stable, canary = canary_md()
+    for _ in range(3):
+        cycle(md, observed)
+    md["metadata"]["annotations"] = {"tritonops.io/abort": canary}
+    p = cycle(md, observed, 10)
+    status = md["status"]
+    assert replicas(observed, canary) == 0 and replicas(observed, stable) == 4
+    assert status["canaryWeight"] == 0 and status["rollout"]["decision"] == "Aborted"
+    assert _cond(status, "Degraded") == ("True", "RolloutAborted")
+    assert _cond(status, "Ready") == ("True", "RevisionAvailable")  # stable serves alone
+    assert any(e.type == "Warning" and e.reason == "RolloutAborted" for e in p.events)
+    assert [h["outcome"] for h in status["history"]] == ["Promoted", "Aborted"]
+    cycle(md, observed, 20)  # replica counts catch up with the canary's scale-down
+    assert cycle(md, observed, 30).status is None  # stays aborted
+    assert [h["outcome"] for h in md["status"]["history"]] == ["Promoted", "Aborted"]
+
+
+def test_timed_pause_promotes_after_its_duration() -> None:
+    md, observed, _, canary = canary_md({"setWeight": 50}, {"pause": {"durationSeconds": 60}})
+    cycle(md, observed)
+    p = cycle(md, observed, 1)
+    assert md["status"]["canaryWeight"] == 50 and p.requeue_after == 60
+    assert cycle(md, observed, 30).status is None
+    cycle(md, observed, 61)
+    cycle(md, observed, 62)
+    assert md["status"]["stableRevision"] == canary
+
+
+def test_spec_change_mid_canary_restarts_against_the_same_stable() -> None:
+    md, observed, stable, canary = canary_md()
+    for _ in range(3):
+        cycle(md, observed)
+    md["spec"]["model"]["version"] = 3
+    md["metadata"]["generation"] = 3
+    newer = revision_of("clf", md["spec"], OPTS.runtime_image)
+    p = cycle(md, observed, 30)
+    assert ("Deployment", canary) in p.delete and ("Deployment", stable) not in p.delete
+    status = md["status"]
+    assert status["stableRevision"] == stable and status["canaryRevision"] == newer
+    assert status["rollout"]["currentStepIndex"] == 0 and status["canaryWeight"] == 0
+
+
+def test_spec_rollout_paused_holds_the_canary() -> None:
+    md, observed, _, canary = canary_md({"setWeight": 50}, {"pause": {"durationSeconds": 1}})
+    md["spec"]["rollout"]["paused"] = True
+    for seconds in (0, 1, 100):
+        cycle(md, observed, seconds)
+    assert md["status"]["rollout"]["decision"] == "Paused" and replicas(observed, canary) == 0  # frozen
+    assert "spec.rollout.paused" in md["status"]["rollout"]["message"]
+
+
+def test_analysis_is_refused_until_it_exists_and_stable_keeps_serving() -> None:
+    md, observed, stable, _ = canary_md({"setWeight": 50}, {"analysis": {"durationSeconds": 60}})
+    p = cycle(md, observed)
+    status = md["status"]
+    assert _cond(status, "InvalidSpec") == ("True", "InvalidSpec")
+    assert "metric analysis" in next(c["message"] for c in status["conditions"] if c["type"] == "InvalidSpec")
+    assert status["stableRevision"] == stable and not p.delete
+    assert [o["kind"] for o in p.apply if o["kind"] == "Deployment"] == []
