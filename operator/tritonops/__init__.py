@@ -7,3 +7,6 @@ object) → ``planner`` (pure: spec + observed state → desired children and st
 
 __version__ = "0.1.0"
 FIELD_MANAGER = "tritonops"
+# Owns only spec.replicas of a stable revision while a NoSurge canary borrows its replicas: applying that
+# one field under FIELD_MANAGER would give up every other field the operator applied.
+CAPACITY_MANAGER = "tritonops-capacity"

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from tritonops import CAPACITY_MANAGER
 from tritonops.api import API_VERSION, KIND
 from tritonops.builders.deployment import BuildOptions
 from tritonops.builders.meta import LABEL_MANAGED_BY, LABEL_MD, MANAGED_BY
@@ -83,6 +84,9 @@ def execute(kube: Kube, md: dict[str, Any], result: Plan, now: datetime) -> None
     for obj, why in zip(result.apply, result.why, strict=True):
         log.info("applying %s %s/%s (differs at %s)", obj["kind"], ns, obj["metadata"]["name"], why)
         kube.apply(obj)
+    for obj in result.scale:
+        log.info("scaling Deployment %s/%s to %s for the canary", ns, obj["metadata"]["name"], obj["spec"]["replicas"])
+        kube.apply(obj, CAPACITY_MANAGER)
     for kind, name in result.delete:
         log.info("deleting %s %s/%s", kind, ns, name)
         kube.delete(kind, ns, name)

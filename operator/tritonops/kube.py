@@ -130,13 +130,13 @@ class Kube:
             item.setdefault("kind", kind)
         return items
 
-    def apply(self, obj: dict[str, Any]) -> dict[str, Any]:
+    def apply(self, obj: dict[str, Any], manager: str = FIELD_MANAGER) -> dict[str, Any]:
         """Server-side apply with our field manager, taking ownership of the fields we set."""
         meta = obj["metadata"]
         url = path(obj["kind"], meta["namespace"], meta["name"])
         result: dict[str, Any] = self.request(
             "apply", "PATCH", url, resource=obj["kind"], body=json.dumps(obj),
-            query={"fieldManager": FIELD_MANAGER, "force": "true"}, content_type="application/apply-patch+yaml")
+            query={"fieldManager": manager, "force": "true"}, content_type="application/apply-patch+yaml")
         return result
 
     def delete(self, kind: str, namespace: str, name: str) -> None:

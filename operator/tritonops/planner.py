@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from tritonops.builders.configmap import build_config_map
-from tritonops.builders.deployment import BuildOptions, build_deployment
+from tritonops.builders.deployment import BuildOptions, build_deployment, deployment_replicas
 from tritonops.builders.meta import LABEL_REVISION, Owner, revision_of, selector_string
 from tritonops.builders.service import build_service
 from tritonops.canary import ABORTED, to_status
@@ -51,6 +51,7 @@ class Plan:
 
     apply: list[dict[str, Any]]
     why: list[str]  # for each object to apply, the first field that differs (for the log)
+    scale: list[dict[str, Any]]  # replicas of a stable revision lent to a NoSurge canary (own field manager)
     delete: list[tuple[str, str]]  # (kind, name)
     status: dict[str, Any] | None  # the full new status, or None when unchanged
     events: list[Event]
@@ -135,8 +136,19 @@ def plan(md: dict[str, Any], observed: Observed, now: datetime, opts: BuildOptio
     new_status, events, requeue = _status(md, observed, revs, problems, now,
                                           canary if canary and not revs.promoted else None)
     old = {k: v for k, v in (md.get("status") or {}).items() if k != "kopf"}
-    return Plan(apply=[o for o, _ in to_apply], why=[w for _, w in to_apply], delete=_deletions(observed, revs),
+    return Plan(apply=[o for o, _ in to_apply], why=[w for _, w in to_apply],
+                scale=_scale(observed, revs, canary, meta["namespace"]), delete=_deletions(observed, revs),
                 status=None if new_status == old else new_status, events=events, requeue_after=requeue)
+
+
+def _scale(observed: Observed, revs: _Revisions, canary: CanaryPlan | None, namespace: str) -> list[dict[str, Any]]:
+    """The stable Deployment's replicas when a NoSurge canary borrows or returns them."""
+    if canary is None or canary.stable_replicas is None or not revs.stable or revs.promoted:
+        return []
+    dep = observed.deployments.get(revs.stable)
+    if dep is None or dep.get("spec", {}).get("replicas") == canary.stable_replicas:
+        return []
+    return [deployment_replicas(revs.stable, namespace, canary.stable_replicas)]
 
 
 # --- status ------------------------------------------------------------------------------------

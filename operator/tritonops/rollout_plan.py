@@ -2,10 +2,11 @@
 
 Traffic is split by replica ratio: the Service selects every revision, so the canary's share is its
 share of ready pods. Capacity policy Surge: the stable revision keeps all its replicas until the canary
-is promoted (:func:`tritonops.canary.split_replicas`). The user's requests come as annotations naming the
-canary revision, so a request never leaks onto a later canary and the operator never has to clear them
-(it writes no annotations): ``tritonops.io/promote: <revision>`` skips the remaining steps,
-``tritonops.io/abort: <revision>`` sends all traffic back to stable.
+is promoted; NoSurge: the canary's replicas are taken from stable's, so the total (and the GPU count)
+stays constant (:func:`tritonops.canary.split_replicas`); an abort gives them back. The user's requests
+come as annotations naming the canary revision, so a request never leaks onto a later canary and the
+operator never has to clear them (it writes no annotations): ``tritonops.io/promote: <revision>`` skips
+the remaining steps, ``tritonops.io/abort: <revision>`` sends all traffic back to stable.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ class CanaryPlan:
     canary_replicas: int  # for the canary revision's Deployment
     promote: bool  # the canary may replace stable now (promoted and fully available)
     requeue_after: float | None
+    stable_replicas: int | None = None  # NoSurge: what the stable revision keeps (None: leave it alone)
 
 
 def is_canary(spec: dict[str, Any]) -> bool:
@@ -51,10 +53,12 @@ def plan_canary(md: dict[str, Any], deployments: dict[str, dict[str, Any]], targ
     spec, status = md["spec"], md.get("status") or {}
     if not is_canary(spec) or not target or not stable or target == stable:
         return None
-    steps = c.parse_steps(spec.get("rollout", {}).get("canary", {}))
+    canary_spec = spec.get("rollout", {}).get("canary", {})
+    steps = c.parse_steps(canary_spec)
+    surge = canary_spec.get("capacityPolicy", "Surge") != "NoSurge"
     progress = c.from_status(status.get("rollout") or {}, status.get("canaryRevision"), target, now)
     total = _total(spec, deployments.get(stable))
-    split = c.split_replicas(total, c.target_weight(steps, progress), surge=True)
+    split = c.split_replicas(total, c.target_weight(steps, progress), surge)
     dep = deployments.get(target)
     annotations = md["metadata"].get("annotations") or {}
     gate = c.Gate(canary_ready=split.canary == 0 or deployment_available(dep, split.canary),
@@ -62,12 +66,14 @@ def plan_canary(md: dict[str, Any], deployments: dict[str, dict[str, Any]], targ
                   abort=annotations.get(ABORT_ANNOTATION) == target,
                   paused=bool(spec.get("rollout", {}).get("paused")))
     nxt = c.advance(steps, progress, gate, now)
+    keep = None if surge else total  # NoSurge: what stable keeps, below
     if nxt.decision == c.PROMOTED:
-        return CanaryPlan(nxt, steps, total, deployment_available(dep, total), None)
+        return CanaryPlan(nxt, steps, total, deployment_available(dep, total), None, None if surge else 0)
     if nxt.decision == c.ABORTED:
-        return CanaryPlan(nxt, steps, 0, False, None)
-    replicas = c.split_replicas(total, c.target_weight(steps, nxt), surge=True).canary
-    return CanaryPlan(nxt, steps, replicas, False, c.next_check(steps, nxt, now))
+        return CanaryPlan(nxt, steps, 0, False, None, keep)
+    after = c.split_replicas(total, c.target_weight(steps, nxt), surge)
+    return CanaryPlan(nxt, steps, after.canary, False, c.next_check(steps, nxt, now),
+                      None if surge else after.stable)
 
 
 def describe(plan: CanaryPlan) -> str:

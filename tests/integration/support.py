@@ -207,3 +207,14 @@ def assert_no_writes_while_idle(operator: OperatorProcess) -> None:
     writes, start = operator.writes(), reconciles()
     wait_until("three more reconciles", lambda: reconciles() >= start + 3, 30)
     assert operator.writes() == writes
+
+
+def gpu_node(name: str, pool: str, gpus: int) -> dict[str, Any]:
+    """A KWOK GPU node of its own pool (``tritonops.io/test-pool``): capacity no other test can take."""
+    capacity = {"cpu": "16", "memory": "64Gi", "pods": "110", "nvidia.com/gpu": str(gpus)}
+    return {"apiVersion": "v1", "kind": "Node",
+            "metadata": {"name": name, "annotations": {"kwok.x-k8s.io/node": "fake"},
+                         "labels": {"type": "kwok", "kubernetes.io/hostname": name, "tritonops.io/test-pool": pool,
+                                    "nvidia.com/gpu.present": "true"}},
+            "spec": {"taints": [{"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}]},
+            "status": {"capacity": capacity, "allocatable": capacity}}

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration.support import Api, OperatorProcess, converged, md_body, wait_until
+from tests.integration.support import Api, OperatorProcess, converged, gpu_node, md_body, wait_until
 
 pytestmark = pytest.mark.cluster
 CPU = {"runtime": {"triton": {"maxBatchSize": 8, "instanceGroups": [{"kind": "KIND_CPU", "count": 1}]}},
@@ -78,3 +78,32 @@ def test_abort_returns_to_stable_and_survives_an_operator_restart(api: Api, oper
     assert [h["outcome"] for h in md["status"]["history"]] == ["Promoted", "Aborted"]
     ready = next(c for c in md["status"]["conditions"] if c["type"] == "Ready")
     assert ready["status"] == "True"
+
+
+def test_no_surge_canary_fits_where_a_surge_cannot(api: Api, operator: OperatorProcess, namespace: str,
+                                                   cluster: Any) -> None:
+    """On a pool with exactly the stable's GPUs, a Surge canary waits for GPUs; NoSurge lends it stable's."""
+    if not cluster.owned:
+        pytest.skip("creates a KWOK GPU node; only on the suite's own control plane")
+    node = f"gpu-{namespace}"[:63]
+    api.core.create_node(gpu_node(node, namespace, 2))
+    try:
+        api.create_md(namespace, md_body("gpu", replicas=2, nodeSelector={"tritonops.io/test-pool": namespace}))
+        first = wait_until("v1 Ready", lambda: converged(api, namespace, "gpu"), timeout=90)
+        stable = first["status"]["stableRevision"]
+        steps = [{"setWeight": 50}, {"pause": {}}]
+        api.patch_md(namespace, "gpu", {"spec": {"model": {"version": 2}, "rollout": {
+            "strategy": "Canary", "canary": {"steps": steps, "capacityPolicy": "Surge"}}}})
+        cond = wait_until("Surge canary short of GPUs", lambda: (c := api.condition(namespace, "gpu", "Degraded"))
+                          and c["status"] == "True" and c, timeout=60)
+        assert cond["reason"] == "InsufficientGPU" and replicas(api, namespace, stable) == 2
+
+        api.patch_md(namespace, "gpu", {"spec": {"rollout": {"canary": {"capacityPolicy": "NoSurge"}}}})
+        md = wait_until("NoSurge canary paused at 50%", lambda: paused(api, namespace, "gpu"), timeout=90)
+        canary = md["status"]["canaryRevision"]
+        assert md["status"]["canaryWeight"] == 50
+        assert (replicas(api, namespace, stable), replicas(api, namespace, canary)) == (1, 1)
+        degraded = api.condition(namespace, "gpu", "Degraded") or {}
+        assert degraded.get("status") == "False"
+    finally:
+        api.core.delete_node(node)

@@ -17,6 +17,7 @@ from tests.integration.support import (
     OperatorProcess,
     assert_no_writes_while_idle,
     converged,
+    gpu_node,
     kubectl,
     md_body,
     wait_until,
@@ -137,22 +138,12 @@ def test_operator_killed_mid_reconcile_converges_after_restart(api: Api, operato
     assert_no_writes_while_idle(operator)
 
 
-def _gpu_node(name: str, pool: str, gpus: int) -> dict[str, Any]:
-    capacity = {"cpu": "16", "memory": "64Gi", "pods": "110", "nvidia.com/gpu": str(gpus)}
-    return {"apiVersion": "v1", "kind": "Node",
-            "metadata": {"name": name, "annotations": {"kwok.x-k8s.io/node": "fake"},
-                         "labels": {"type": "kwok", "kubernetes.io/hostname": name, "tritonops.io/test-pool": pool,
-                                    "nvidia.com/gpu.present": "true"}},
-            "spec": {"taints": [{"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}]},
-            "status": {"capacity": capacity, "allocatable": capacity}}
-
-
 def test_insufficient_gpus_pending_then_ready_when_capacity_frees(api: Api, operator: OperatorProcess,
                                                                  namespace: str, cluster: Any) -> None:
     if not cluster.owned:
         pytest.skip("creates a KWOK GPU node; only on the suite's own control plane")
     node = f"gpu-{namespace}"[:63]
-    api.core.create_node(_gpu_node(node, namespace, 1))
+    api.core.create_node(gpu_node(node, namespace, 1))
     try:
         pool = {"tritonops.io/test-pool": namespace}
         api.create_md(namespace, md_body("first", nodeSelector=pool))

@@ -33,6 +33,10 @@ def _store(observed: Observed, p: Plan, ready: bool = True) -> None:
                  "Service": observed.services}[obj["kind"]]
         table[obj["metadata"]["name"]] = ready_deployment(obj) if obj["kind"] == "Deployment" and ready \
             else as_observed(obj)
+    for obj in p.scale:  # only spec.replicas changes
+        dep = observed.deployments[obj["metadata"]["name"]]
+        observed.deployments[dep["metadata"]["name"]] = ready_deployment(
+            {**dep, "spec": {**dep["spec"], "replicas": obj["spec"]["replicas"]}})
     for kind, name in p.delete:
         {"Deployment": observed.deployments, "ConfigMap": observed.config_maps}[kind].pop(name)
 
@@ -41,7 +45,7 @@ def converge(md: dict[str, Any], observed: Observed, now: datetime = NOW) -> dic
     """Run cycles until a plan changes nothing; returns the final status."""
     for _ in range(6):
         p = plan(md, observed, now, OPTS)
-        if not p.apply and not p.delete and p.status is None:
+        if not p.apply and not p.scale and not p.delete and p.status is None:
             return dict(md.get("status") or {})
         _store(observed, p)
         if p.status is not None:

@@ -139,3 +139,32 @@ def test_analysis_is_refused_until_it_exists_and_stable_keeps_serving() -> None:
     assert "metric analysis" in next(c["message"] for c in status["conditions"] if c["type"] == "InvalidSpec")
     assert status["stableRevision"] == stable and not p.delete
     assert [o["kind"] for o in p.apply if o["kind"] == "Deployment"] == []
+
+
+def test_no_surge_lends_stable_replicas_to_the_canary_and_abort_returns_them() -> None:
+    md, observed, stable, canary = canary_md()
+    md["spec"]["rollout"]["canary"]["capacityPolicy"] = "NoSurge"
+    p = cycle(md, observed)
+    assert [(o["metadata"]["name"], o["spec"]["replicas"]) for o in p.scale] == [(stable, 3)]
+    assert p.scale[0]["spec"] == {"replicas": 3}  # only replicas: the rest stays the operator's apply
+    assert replicas(observed, canary) + replicas(observed, stable) == 4  # the GPU count stays constant
+    cycle(md, observed)
+    assert md["status"]["canaryWeight"] == 25
+    md["metadata"]["annotations"] = {"tritonops.io/abort": canary}
+    p = cycle(md, observed, 10)
+    assert [(o["metadata"]["name"], o["spec"]["replicas"]) for o in p.scale] == [(stable, 4)]
+    assert replicas(observed, canary) == 0
+
+
+def test_no_surge_promotion_hands_every_replica_to_the_canary() -> None:
+    md, observed, stable, canary = canary_md({"setWeight": 50}, {"pause": {}})
+    md["spec"]["rollout"]["canary"]["capacityPolicy"] = "NoSurge"
+    cycle(md, observed)
+    cycle(md, observed)
+    assert (replicas(observed, stable), replicas(observed, canary)) == (2, 2)
+    md["metadata"]["annotations"] = {"tritonops.io/promote": canary}
+    p = cycle(md, observed, 5)
+    assert [(o["metadata"]["name"], o["spec"]["replicas"]) for o in p.scale] == [(stable, 0)]
+    assert replicas(observed, canary) == 4
+    cycle(md, observed, 6)
+    assert md["status"]["stableRevision"] == canary and stable not in observed.deployments

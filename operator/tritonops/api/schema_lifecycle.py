@@ -54,6 +54,10 @@ def rollout_schema() -> Schema:
     canary = obj(
         {
             "steps": array(_step(), max_items=32),
+            "capacityPolicy": string("Surge adds the canary's replicas beside stable's (needs spare capacity); "
+                                     "NoSurge takes them from stable's, so the total, and the GPU count, stays "
+                                     "constant (stable keeps one replica at least until promotion).",
+                                     max_length=8, enum=("Surge", "NoSurge"), default="Surge"),
             "analysis": _analysis(),
             "trafficRouting": obj({"gatewayAPI": obj({"httpRouteRef": obj(
                 {"name": string(max_length=253, min_length=1)}, required=("name",))})}),

@@ -196,3 +196,9 @@ def build_deployment(owner: Owner, revision: str, spec: dict[str, Any], replicas
         deployment_spec["replicas"] = replicas
     return stamp_hash({"apiVersion": "apps/v1", "kind": "Deployment",
                        "metadata": metadata(revision, owner, labels), "spec": deployment_spec})
+
+
+def deployment_replicas(name: str, namespace: str, replicas: int) -> dict[str, Any]:
+    """Only ``spec.replicas`` of an existing Deployment (applied under its own field manager)."""
+    return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name, "namespace": namespace},
+            "spec": {"replicas": replicas}}
