@@ -191,3 +191,47 @@ def test_an_image_that_was_not_imported_fails_without_leaving_the_machine(
 
     message = wait_until("the pull to fail", pull_error, timeout=60)
     assert "127.0.0.1:9" in message, message  # the registry request went to the closed loopback proxy
+
+
+def _versions(url: str, body: bytes, count: int) -> dict[str, int]:
+    """Send ``count`` requests, each on a new connection; count the model versions that answered."""
+    seen: dict[str, int] = {}
+    for _ in range(count):
+        request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=10) as resp:
+            version = json.loads(resp.read())["model_version"]
+        seen[version] = seen.get(version, 0) + 1
+    return seen
+
+
+def test_canary_splits_real_traffic_by_replicas_then_takes_it_all(
+        api: Api, namespace: str, model_store: ModelStore, store_secret: str, e2e_operator: OperatorProcess) -> None:
+    uri = model_store.uri("classifier/model.onnx")
+    api.create_md(namespace, local_md("can", uri, digest=model_store.digest, version=1))
+    stable = wait_until("v1 Ready", lambda: converged(api, namespace, "can"), timeout=300)["status"]["stableRevision"]
+    api.patch_md(namespace, "can", {"spec": {"model": {"version": 2}, "rollout": {
+        "strategy": "Canary", "canary": {"steps": [{"setWeight": 50}, {"pause": {}}]}}}})
+
+    def paused() -> dict[str, Any] | None:
+        md = api.md(namespace, "can") or {}
+        return md if md.get("status", {}).get("rollout", {}).get("decision") == "Paused" else None
+
+    md = wait_until("canary paused at 50%", paused, timeout=300)
+    canary = md["status"]["canaryRevision"]
+    assert md["status"]["canaryWeight"] == 50  # one canary pod beside one stable pod
+    x, _ = samples(model_store)
+    body = json.dumps({"inputs": [{"name": "INPUT0", "shape": [1, 4], "datatype": "FP32",
+                                   "data": x[0].tolist()}]}).encode()
+    url = f"http://{service_ip(api, namespace, 'can')}:{c.HTTP_PORT}/v2/models/{MODEL}/infer"
+    wait_until("both revisions in the Service", lambda: len(_versions(url, body, 20)) == 2, timeout=30)
+    split = _versions(url, body, 200)
+    assert split.keys() == {"1", "2"} and min(split.values()) >= 60, split  # ~100 each; < 60 is p < 1e-8
+    print(f"200 requests at weight 50: {split} (model version: requests)")
+
+    api.custom.patch_namespaced_custom_object("tritonops.io", "v1alpha1", namespace, "modeldeployments", "can",
+                                              {"metadata": {"annotations": {"tritonops.io/promote": canary}}})
+    wait_until("canary stable", lambda: (m := converged(api, namespace, "can"))
+               and m["status"]["stableRevision"] == canary, timeout=300)
+    wait_until("old pods gone", lambda: not api.core.list_namespaced_pod(
+        namespace, label_selector=f"tritonops.io/revision={stable}").items, timeout=120)
+    assert _versions(url, body, 50) == {"2": 50}
