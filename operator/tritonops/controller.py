@@ -8,11 +8,14 @@ only when it changed; an unchanged spec makes zero write calls.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+
+from prometheus_client import Gauge
 
 from tritonops import CAPACITY_MANAGER
 from tritonops.api import API_VERSION, KIND
@@ -96,6 +99,35 @@ def execute(kube: Kube, md: dict[str, Any], result: Plan, now: datetime) -> None
         kube.create("Event", ns, _event_body(md, event, now))
 
 
+CANARY_WEIGHT = Gauge("tritonops_canary_weight_percent", "Percent of traffic on the canary revision (achieved)",
+                      ("namespace", "name"))
+ROLLOUT_STEP = Gauge("tritonops_canary_step", "Index of the canary step being executed", ("namespace", "name"))
+ROLLOUT_DECISION = Gauge("tritonops_canary_decision", "1 for the canary's current decision",
+                         ("namespace", "name", "decision"))
+DECISIONS = ("Progressing", "Paused", "Promoted", "Aborted")
+
+
+def record_rollout(namespace: str, name: str, status: dict[str, Any] | None) -> None:
+    """Export the canary's weight, step and decision (all series removed when no canary is in flight)."""
+    rollout = (status or {}).get("rollout") or {}
+    if "decision" not in rollout:
+        forget_rollout(namespace, name)
+        return
+    CANARY_WEIGHT.labels(namespace, name).set(rollout.get("weight", 0))
+    ROLLOUT_STEP.labels(namespace, name).set(rollout.get("currentStepIndex", 0))
+    for decision in DECISIONS:
+        ROLLOUT_DECISION.labels(namespace, name, decision).set(1 if rollout["decision"] == decision else 0)
+
+
+def forget_rollout(namespace: str, name: str) -> None:
+    for gauge in (CANARY_WEIGHT, ROLLOUT_STEP):
+        with contextlib.suppress(KeyError):
+            gauge.remove(namespace, name)
+    for decision in DECISIONS:
+        with contextlib.suppress(KeyError):
+            ROLLOUT_DECISION.remove(namespace, name, decision)
+
+
 def reconcile_once(kube: Kube, key: Key, config: ControllerConfig,
                    clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> float | None:
     """Observe, plan and apply one ModelDeployment; returns seconds until it needs another look."""
@@ -106,6 +138,7 @@ def reconcile_once(kube: Kube, key: Key, config: ControllerConfig,
     now = clock()
     result = plan(md, observe(kube, namespace, name), now, config.build)
     execute(kube, md, result, now)
+    record_rollout(namespace, name, result.status if result.status is not None else md.get("status"))
     # Our own writes come back as watch events and trigger the next cycle; only time-based steps
     # (a progress deadline) need a timer shorter than the resync.
     if result.requeue_after is not None:
@@ -130,5 +163,6 @@ class Controller:
         self.queue.add((namespace, name))
 
     def forget(self, namespace: str, name: str) -> None:
-        """The object is gone: drop its timers."""
+        """The object is gone: drop its timers and its metrics."""
         self.queue.forget((namespace, name))
+        forget_rollout(namespace, name)

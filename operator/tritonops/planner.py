@@ -17,10 +17,10 @@ from tritonops.builders.configmap import build_config_map
 from tritonops.builders.deployment import BuildOptions, build_deployment, deployment_replicas
 from tritonops.builders.meta import LABEL_REVISION, Owner, revision_of, selector_string
 from tritonops.builders.service import build_service
-from tritonops.canary import ABORTED, to_status
+from tritonops.canary import ABORTED, PAUSED, to_status
 from tritonops.diagnose import Diagnosis, deployment_available, diagnose
 from tritonops.diff import first_difference
-from tritonops.rollout_plan import CanaryPlan, aborted_entry, canary_conditions, plan_canary
+from tritonops.rollout_plan import CanaryPlan, aborted_entry, canary_conditions, describe, plan_canary
 from tritonops.status import reasons as r
 from tritonops.status.conditions import Cond, find, merge, phase
 from tritonops.validate import problems_of, render_model_config
@@ -246,7 +246,9 @@ def _status(md: dict[str, Any], observed: Observed, revs: _Revisions, problems: 
             status[key] = value
     if canary:
         status["canaryWeight"] = canary.progress.weight
-    return status, _events(old_conds, conditions, revs), requeue
+    same = canary is not None and old.get("canaryRevision") == canary.progress.canary
+    events = _events(old_conds, conditions, revs) + _canary_events(old.get("rollout") if same else {}, canary)
+    return status, events, requeue
 
 
 def _diagnosis(observed: Observed, target: str | None, replicas: int | None) -> Diagnosis | None:
@@ -284,4 +286,17 @@ def _events(old: list[dict[str, Any]], new: list[dict[str, Any]], revs: _Revisio
             before is None or before.get("status") != "True" or before.get("reason") != after["reason"])
         if flipped and after:
             events.append(Event("Warning", after["reason"], after["message"]))
+    return events
+
+
+def _canary_events(old: dict[str, Any] | None, canary: CanaryPlan | None) -> list[Event]:
+    """A Normal event when a canary finishes a step or starts waiting for a user (aborts warn via Degraded)."""
+    if canary is None:
+        return []
+    p, old = canary.progress, old or {}
+    events = []
+    if p.step > int(old.get("currentStepIndex", 0)) and p.decision != ABORTED:
+        events.append(Event("Normal", r.EVENT_CANARY_STEP, f"revision {p.canary}: {describe(canary)}"))
+    if p.decision == PAUSED and old.get("decision") != PAUSED:
+        events.append(Event("Normal", r.CANARY_PAUSED, f"revision {p.canary}: {p.reason}"))
     return events

@@ -153,6 +153,10 @@ class OperatorProcess:
         except OSError:
             return None
 
+    def metrics_text(self) -> str:
+        """The operator's /metrics page now."""
+        return self._metrics_text() or ""
+
     def requests(self, verbs: set[str] | None = None, resource: str | None = None) -> float:
         """Sum of API requests made so far, filtered by verb and resource."""
         text = self._metrics_text() or ""

@@ -45,6 +45,13 @@ def test_canary_steps_pause_and_promote(api: Api, operator: OperatorProcess, nam
     assert (replicas(api, namespace, stable), replicas(api, namespace, canary)) == (3, 1)
     progressing = next(c for c in md["status"]["conditions"] if c["type"] == "Progressing")
     assert progressing["reason"] == "CanaryPaused" and "until promoted" in progressing["message"]
+    series = f'{{name="can",namespace="{namespace}"}}'
+    wait_until("canary metrics", lambda: f"tritonops_canary_weight_percent{series} 25.0" in (
+        operator.metrics_text()), timeout=30)
+    assert f'tritonops_canary_decision{{decision="Paused",name="can",namespace="{namespace}"}} 1.0' \
+        in operator.metrics_text()
+    reasons = {e.reason for e in api.core.list_namespaced_event(namespace).items}
+    assert {"CanaryStep", "CanaryPaused"} <= reasons
 
     api.custom.patch_namespaced_custom_object("tritonops.io", "v1alpha1", namespace, "modeldeployments", "can",
                                               {"metadata": {"annotations": {"tritonops.io/promote": canary}}})
@@ -53,6 +60,7 @@ def test_canary_steps_pause_and_promote(api: Api, operator: OperatorProcess, nam
     wait_until("old stable removed", lambda: [d.metadata.name for d in api.deployments(namespace, "can")] == [canary])
     assert replicas(api, namespace, canary) == 3
     assert [h["outcome"] for h in done["status"]["history"]] == ["Superseded", "Promoted"]
+    wait_until("canary metrics removed", lambda: series not in operator.metrics_text(), timeout=30)
 
 
 def test_abort_returns_to_stable_and_survives_an_operator_restart(api: Api, operator: OperatorProcess,

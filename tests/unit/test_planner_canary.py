@@ -47,7 +47,8 @@ def test_weight_follows_ready_canary_replicas_and_an_indefinite_pause_holds() ->
     assert md["status"]["rollout"]["currentStepIndex"] == 0
     observed.deployments.pop(canary)
     cycle(md, observed)  # the canary Deployment appears ready
-    cycle(md, observed)
+    p = cycle(md, observed)
+    assert [(e.type, e.reason) for e in p.events] == [("Normal", "CanaryStep"), ("Normal", "CanaryPaused")]
     status = md["status"]
     assert (status["canaryWeight"], status["rollout"]["currentStepIndex"]) == (20, 1)  # 1 of 5 pods
     assert status["rollout"]["decision"] == "Paused"

@@ -37,6 +37,7 @@ INVALID_SPEC_REASON: Final = "InvalidSpec"  # InvalidSpec True
 
 # --- event reasons -----------------------------------------------------------------------------
 EVENT_REVISION_PROMOTED: Final = "RevisionPromoted"
+EVENT_CANARY_STEP: Final = "CanaryStep"  # a canary completed a step (the message has weight and step)
 
 # --- phases (display only; derived from conditions) -------------------------------------------
 PHASE_PENDING: Final = "Pending"
