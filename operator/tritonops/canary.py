@@ -156,7 +156,9 @@ def advance(steps: list[Step], progress: Progress, gate: Gate, now: datetime) ->
                 return replace(current, decision=PAUSED, reason=f"step {current.step}: paused until promoted")
             return current
         current = moved
-        gate = replace(gate, promote=False)  # one promotion moves past one pause
+        # One promotion moves past one pause; readiness was observed for the previous step's weight, so a
+        # following setWeight step waits for the next cycle, when the router has sized the canary for it.
+        gate = replace(gate, promote=False, canary_ready=False)
     return replace(current, weight=100, decision=PROMOTED, reason="every step passed")
 
 

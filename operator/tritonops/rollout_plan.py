@@ -6,7 +6,8 @@ is promoted; NoSurge: the canary's replicas are taken from stable's, so the tota
 stays constant (:func:`tritonops.canary.split_replicas`); an abort gives them back. The user's requests
 come as annotations naming the canary revision, so a request never leaks onto a later canary and the
 operator never has to clear them (it writes no annotations): ``tritonops.io/promote: <revision>`` skips
-the remaining steps, ``tritonops.io/abort: <revision>`` sends all traffic back to stable.
+the remaining steps, ``tritonops.io/promote-step: <revision>/<step>`` ends that one step's pause (or an
+inconclusive halt), ``tritonops.io/abort: <revision>`` sends all traffic back to stable.
 """
 
 from __future__ import annotations
@@ -20,8 +21,9 @@ from tritonops.diagnose import Diagnosis, deployment_available
 from tritonops.status import reasons as r
 from tritonops.status.conditions import Cond
 
-PROMOTE_ANNOTATION = "tritonops.io/promote"
-ABORT_ANNOTATION = "tritonops.io/abort"
+PROMOTE_ANNOTATION = "tritonops.io/promote"  # <revision>: skip every remaining step
+PROMOTE_STEP_ANNOTATION = "tritonops.io/promote-step"  # <revision>/<step index>: end that step's pause
+ABORT_ANNOTATION = "tritonops.io/abort"  # <revision>
 
 
 @dataclass(frozen=True)
@@ -63,6 +65,7 @@ def plan_canary(md: dict[str, Any], deployments: dict[str, dict[str, Any]], targ
     annotations = md["metadata"].get("annotations") or {}
     gate = c.Gate(canary_ready=split.canary == 0 or deployment_available(dep, split.canary),
                   achieved_weight=split.weight, promote_full=annotations.get(PROMOTE_ANNOTATION) == target,
+                  promote=annotations.get(PROMOTE_STEP_ANNOTATION) == f"{target}/{progress.step}",
                   abort=annotations.get(ABORT_ANNOTATION) == target,
                   paused=bool(spec.get("rollout", {}).get("paused")))
     nxt = c.advance(steps, progress, gate, now)

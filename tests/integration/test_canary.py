@@ -6,6 +6,10 @@ real controllers report it; traffic itself is proven on the real node (tests/e2e
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -34,11 +38,21 @@ def paused(api: Api, ns: str, name: str) -> dict[str, Any] | None:
     return md if rollout.get("decision") == "Paused" and rollout.get("currentStepIndex") == 1 else None
 
 
+def kubectl_tritonops(cluster: Any, *args: str) -> str:
+    """``kubectl tritonops ...`` as a user runs it: kubectl finds the plugin on PATH and passes KUBECONFIG on."""
+    env = {**os.environ, "KUBECONFIG": str(cluster.kubeconfig),
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    proc = subprocess.run([cluster.tool("kubectl"), "tritonops", *args], capture_output=True, text=True, env=env,
+                          timeout=60, check=False)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
 def replicas(api: Api, ns: str, rev: str) -> int:
     return int(api.apps.read_namespaced_deployment(rev, ns).spec.replicas)
 
 
-def test_canary_steps_pause_and_promote(api: Api, operator: OperatorProcess, namespace: str) -> None:
+def test_canary_steps_pause_and_promote(api: Api, operator: OperatorProcess, namespace: str, cluster: Any) -> None:
     stable, md = start_canary(api, namespace, "can")
     canary = md["status"]["canaryRevision"]
     assert md["status"]["canaryWeight"] == 25  # 1 canary pod beside 3 stable ones
@@ -53,8 +67,9 @@ def test_canary_steps_pause_and_promote(api: Api, operator: OperatorProcess, nam
     reasons = {e.reason for e in api.core.list_namespaced_event(namespace).items}
     assert {"CanaryStep", "CanaryPaused"} <= reasons
 
-    api.custom.patch_namespaced_custom_object("tritonops.io", "v1alpha1", namespace, "modeldeployments", "can",
-                                              {"metadata": {"annotations": {"tritonops.io/promote": canary}}})
+    timeline = kubectl_tritonops(cluster, "status", "can", "-n", namespace)
+    assert "  ok 1. setWeight 25\n  -> 2. pause until promoted\n     3. setWeight 50" in timeline, timeline
+    kubectl_tritonops(cluster, "promote", "can", "-n", namespace)  # past the pause: 50 %, 3 s, promoted
     done = wait_until("canary stable", lambda: (m := converged(api, namespace, "can"))
                       and m["status"]["stableRevision"] == canary and m, timeout=90)
     wait_until("old stable removed", lambda: [d.metadata.name for d in api.deployments(namespace, "can")] == [canary])
@@ -64,7 +79,7 @@ def test_canary_steps_pause_and_promote(api: Api, operator: OperatorProcess, nam
 
 
 def test_abort_returns_to_stable_and_survives_an_operator_restart(api: Api, operator: OperatorProcess,
-                                                                  namespace: str) -> None:
+                                                                  namespace: str, cluster: Any) -> None:
     stable, md = start_canary(api, namespace, "ab")
     canary, before = md["status"]["canaryRevision"], md["status"]["rollout"]
     operator.kill()
@@ -72,8 +87,7 @@ def test_abort_returns_to_stable_and_survives_an_operator_restart(api: Api, oper
     wait_until("a cycle after the restart", lambda: operator.requests({"get"}, "ModelDeployment") >= 1, timeout=30)
     assert (api.md(namespace, "ab") or {})["status"]["rollout"] == before
 
-    api.custom.patch_namespaced_custom_object("tritonops.io", "v1alpha1", namespace, "modeldeployments", "ab",
-                                              {"metadata": {"annotations": {"tritonops.io/abort": canary}}})
+    kubectl_tritonops(cluster, "abort", "ab", "-n", namespace)
 
     def aborted() -> dict[str, Any] | None:
         m = api.md(namespace, "ab") or {}
@@ -84,6 +98,7 @@ def test_abort_returns_to_stable_and_survives_an_operator_restart(api: Api, oper
     assert md["status"]["stableRevision"] == stable and replicas(api, namespace, stable) == 3
     assert md["status"]["canaryWeight"] == 0
     assert [h["outcome"] for h in md["status"]["history"]] == ["Promoted", "Aborted"]
+    assert "Aborted" in kubectl_tritonops(cluster, "history", "ab", "-n", namespace)
     ready = next(c for c in md["status"]["conditions"] if c["type"] == "Ready")
     assert ready["status"] == "True"
 

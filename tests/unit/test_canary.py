@@ -61,9 +61,11 @@ def test_an_indefinite_pause_waits_for_a_promotion_and_one_promotion_passes_one_
     held = c.advance(STEPS, p, READY, at(10_000))
     assert (held.step, held.decision) == (4, c.PAUSED) and "until promoted" in held.reason
     assert c.next_check(STEPS, held, at(10_000)) is None
-    gate = c.Gate(canary_ready=True, achieved_weight=100, promote=True)
-    done = c.advance(STEPS, held, gate, at(10_001))
-    assert (done.decision, done.weight, done.step) == (c.PROMOTED, 100, len(STEPS))
+    gate = c.Gate(canary_ready=True, achieved_weight=50, promote=True)
+    resumed = c.advance(STEPS, held, gate, at(10_001))
+    assert (resumed.decision, resumed.step) == (c.PROGRESSING, 5)  # setWeight 100 waits for its pods
+    again = c.advance(STEPS, resumed, c.Gate(canary_ready=True, achieved_weight=100, promote=True), at(10_002))
+    assert (again.decision, again.weight, again.step) == (c.PROMOTED, 100, len(STEPS))
 
 
 def test_background_failure_aborts_in_any_step_and_a_finished_rollout_stays_finished() -> None:
@@ -124,3 +126,9 @@ def test_replica_split(total: int, weight: int, surge: bool, stable: int, canary
     assert (split.stable, split.canary, split.weight) == (stable, canary, achieved)
     if not surge:
         assert split.stable + split.canary == total  # NoSurge: the GPU count stays constant
+
+
+def test_a_weight_step_after_a_pause_waits_for_readiness_at_its_own_weight() -> None:
+    p = c.Progress("md-b", step=1, weight=10, step_started=T0)
+    out = c.advance(STEPS, p, c.Gate(canary_ready=True, achieved_weight=10), at(60))  # ready at 10 %, not 50
+    assert (out.step, out.weight) == (2, 10) and c.target_weight(STEPS, out) == 50

@@ -169,3 +169,17 @@ def test_no_surge_promotion_hands_every_replica_to_the_canary() -> None:
     assert replicas(observed, canary) == 4
     cycle(md, observed, 6)
     assert md["status"]["stableRevision"] == canary and stable not in observed.deployments
+
+
+def test_promote_step_ends_that_pause_only() -> None:
+    md, observed, _, canary = canary_md()
+    for _ in range(3):
+        cycle(md, observed)
+    md["metadata"]["annotations"] = {"tritonops.io/promote-step": f"{canary}/1"}
+    cycle(md, observed, 5)
+    cycle(md, observed, 6)
+    rollout = md["status"]["rollout"]
+    assert (rollout["currentStepIndex"], md["status"]["canaryWeight"]) == (3, 50)  # past setWeight 50
+    assert md["status"]["canaryRevision"] == canary  # the timed pause of step 4 still runs
+    md["metadata"]["annotations"] = {"tritonops.io/promote-step": f"{canary}/0"}  # a stale step: ignored
+    assert cycle(md, observed, 7).status is None

@@ -1,0 +1,45 @@
+"""``kubectl tritonops``: the patches it sends and the status it prints (pure parts)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tritonops import plugin
+
+MD: dict[str, Any] = {
+    "metadata": {"name": "clf"},
+    "spec": {"rollout": {"strategy": "Canary", "canary": {"steps": [
+        {"setWeight": 25}, {"pause": {}}, {"setWeight": 50}, {"pause": {"durationSeconds": 60}}]}}},
+    "status": {"phase": "Progressing", "stableRevision": "clf-aaaaaaaaaa", "canaryRevision": "clf-bbbbbbbbbb",
+               "canaryWeight": 25,
+               "rollout": {"currentStepIndex": 1, "decision": "Paused", "message": "step 1: paused until promoted"},
+               "conditions": [{"type": "Progressing", "status": "True", "reason": "CanaryPaused", "message": "m"}],
+               "history": [{"revision": "clf-aaaaaaaaaa", "outcome": "Promoted", "modelVersion": 1,
+                            "promotedAt": "2026-11-30T12:00:00Z"}]},
+}
+
+
+def test_status_is_a_timeline_of_the_steps() -> None:
+    text = plugin.render_status(MD)
+    assert "weight:  25%   decision: Paused (step 1: paused until promoted)" in text
+    assert "  ok 1. setWeight 25\n  -> 2. pause until promoted\n     3. setWeight 50\n     4. pause 60s" in text
+    assert "Progressing  True   CanaryPaused: m" in text
+    assert "clf-aaaaaaaaaa      Promoted     1" in plugin.render_history(MD)
+
+
+@pytest.mark.parametrize(("action", "full", "patch"), [
+    ("promote", False, {"metadata": {"annotations": {"tritonops.io/promote-step": "clf-bbbbbbbbbb/1"}}}),
+    ("promote", True, {"metadata": {"annotations": {"tritonops.io/promote": "clf-bbbbbbbbbb"}}}),
+    ("abort", False, {"metadata": {"annotations": {"tritonops.io/abort": "clf-bbbbbbbbbb"}}}),
+    ("pause", False, {"spec": {"rollout": {"paused": True}}}),
+    ("resume", False, {"spec": {"rollout": {"paused": False}}}),
+])
+def test_requests_name_the_canary_and_the_step(action: str, full: bool, patch: dict[str, Any]) -> None:
+    assert plugin.request(MD, action, full) == patch
+
+
+def test_promote_without_a_canary_says_so() -> None:
+    with pytest.raises(SystemExit, match="no canary revision in flight"):
+        plugin.request({"metadata": {"name": "clf"}, "spec": {}, "status": {}}, "promote")
