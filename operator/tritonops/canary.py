@@ -85,7 +85,7 @@ class Gate:
     promote: bool = False  # a user asked to go on (ends a pause, an inconclusive halt)
     promote_full: bool = False  # a user asked to skip the remaining steps
     abort: bool = False
-    paused: bool = False  # spec.rollout.paused
+    paused: bool = False  # spec.rollout.paused, or a pause annotation naming this canary
 
 
 def start(canary: str, now: datetime) -> Progress:
@@ -134,7 +134,7 @@ def _halt(progress: Progress, gate: Gate) -> Progress | None:
     if gate.promote_full:
         return replace(progress, weight=100, decision=PROMOTED, reason="promoted by a user, remaining steps skipped")
     if gate.paused:
-        return replace(progress, decision=PAUSED, reason="spec.rollout.paused is true")
+        return replace(progress, decision=PAUSED, reason="paused (spec.rollout.paused or tritonops.io/pause)")
     if gate.verdict == INCONCLUSIVE and not gate.promote:
         return replace(progress, decision=PAUSED,
                        reason="the analysis is inconclusive: too little canary traffic to judge; promote to go on")

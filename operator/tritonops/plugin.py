@@ -4,14 +4,14 @@
     kubectl tritonops promote NAME      end the current pause and go on with the next step
     kubectl tritonops promote NAME --full   skip every remaining step
     kubectl tritonops abort NAME        all traffic back to stable, the canary scaled to zero
-    kubectl tritonops pause|resume NAME set spec.rollout.paused
+    kubectl tritonops pause|resume NAME hold the canary where it is / let it go on
     kubectl tritonops history NAME      promoted and aborted revisions
 
-promote and abort write annotations that name the canary revision (``tritonops.io/promote``,
-``tritonops.io/promote-step: <revision>/<step>``, ``tritonops.io/abort``), the same ones the Argo CD actions
-write: a request acts on that canary (and that step) only, and an annotation nobody declared in Git is no
-GitOps drift. pause and resume change ``spec.rollout.paused``, like the Argo CD actions: declare a pause in
-Git when the object is managed there, or the change shows as drift.
+Every request is an annotation that names the canary revision (``tritonops.io/promote``,
+``tritonops.io/promote-step: <revision>/<step>``, ``tritonops.io/abort``, ``tritonops.io/pause``; resume
+removes the pause), the same ones the Argo CD actions write: a request acts on that canary (and that step)
+only, and an annotation nobody declared in Git is no GitOps drift. ``spec.rollout.paused`` is the
+declarative pause: set it in Git.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from typing import Any
 import kubernetes
 
 from tritonops.api import GROUP, PLURAL, VERSION
-from tritonops.rollout_plan import ABORT_ANNOTATION, PROMOTE_ANNOTATION, PROMOTE_STEP_ANNOTATION
+from tritonops.rollout_plan import ABORT_ANNOTATION, PAUSE_ANNOTATION, PROMOTE_ANNOTATION, PROMOTE_STEP_ANNOTATION
 
 
 def _step_text(step: dict[str, Any]) -> str:
@@ -81,9 +81,11 @@ def _canary(md: dict[str, Any]) -> str:
 
 def request(md: dict[str, Any], action: str, full: bool = False) -> dict[str, Any]:
     """The merge patch that asks the operator for ``action`` on ``md``'s current canary."""
-    if action in {"pause", "resume"}:
-        return {"spec": {"rollout": {"paused": action == "pause"}}}
+    if action == "resume":
+        return {"metadata": {"annotations": {PAUSE_ANNOTATION: None}}}
     canary = _canary(md)
+    if action == "pause":
+        return {"metadata": {"annotations": {PAUSE_ANNOTATION: canary}}}
     if action == "abort":
         return {"metadata": {"annotations": {ABORT_ANNOTATION: canary}}}
     if full:

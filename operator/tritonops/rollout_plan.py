@@ -7,7 +7,9 @@ stays constant (:func:`tritonops.canary.split_replicas`); an abort gives them ba
 come as annotations naming the canary revision, so a request never leaks onto a later canary and the
 operator never has to clear them (it writes no annotations): ``tritonops.io/promote: <revision>`` skips
 the remaining steps, ``tritonops.io/promote-step: <revision>/<step>`` ends that one step's pause (or an
-inconclusive halt), ``tritonops.io/abort: <revision>`` sends all traffic back to stable.
+inconclusive halt), ``tritonops.io/abort: <revision>`` sends all traffic back to stable,
+``tritonops.io/pause: <revision>`` holds the canary until it is removed (``spec.rollout.paused`` is the
+declarative pause, for Git).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from tritonops.status.conditions import Cond
 PROMOTE_ANNOTATION = "tritonops.io/promote"  # <revision>: skip every remaining step
 PROMOTE_STEP_ANNOTATION = "tritonops.io/promote-step"  # <revision>/<step index>: end that step's pause
 ABORT_ANNOTATION = "tritonops.io/abort"  # <revision>
+PAUSE_ANNOTATION = "tritonops.io/pause"  # <revision>: hold this canary (removing it resumes)
 
 
 @dataclass(frozen=True)
@@ -67,7 +70,7 @@ def plan_canary(md: dict[str, Any], deployments: dict[str, dict[str, Any]], targ
                   achieved_weight=split.weight, promote_full=annotations.get(PROMOTE_ANNOTATION) == target,
                   promote=annotations.get(PROMOTE_STEP_ANNOTATION) == f"{target}/{progress.step}",
                   abort=annotations.get(ABORT_ANNOTATION) == target,
-                  paused=bool(spec.get("rollout", {}).get("paused")))
+                  paused=bool(spec.get("rollout", {}).get("paused")) or annotations.get(PAUSE_ANNOTATION) == target)
     nxt = c.advance(steps, progress, gate, now)
     keep = None if surge else total  # NoSurge: what stable keeps, below
     if nxt.decision == c.PROMOTED:

@@ -53,12 +53,13 @@ def run_lua(script: Path, obj: dict[str, Any], tmp_path: Path, epoch: int = 1_76
     return result
 
 
-def md(generation: int = 1, status: dict[str, Any] | None = None, **spec: Any) -> dict[str, Any]:
+def md(generation: int = 1, status: dict[str, Any] | None = None, annotations: dict[str, str] | None = None,
+       **spec: Any) -> dict[str, Any]:
     """A ModelDeployment as the API server returns it (defaults included)."""
     obj: dict[str, Any] = {
         "apiVersion": "tritonops.io/v1alpha1", "kind": "ModelDeployment",
         "metadata": {"name": "clf", "namespace": "ml", "generation": generation, "uid": "u-1",
-                     "annotations": {"team": "ml"}},
+                     "annotations": {"team": "ml", **(annotations or {})}},
         "spec": {"model": {"name": "clf", "storageUri": "s3://m/clf.pt", "format": "torchscript", "version": 1},
                  "replicas": 2, "rollout": {"strategy": "Rolling", "paused": False,
                                             "progressDeadlineSeconds": 600, "revisionHistoryLimit": 10},
@@ -97,6 +98,12 @@ HEALTH_CASES: dict[str, tuple[dict[str, Any], str, str]] = {
                      "ArgsOverrideManagedFlags"),
     "paused mid canary": (md(1, status(READY, cond("Progressing", "True", "CanaryStep"), **CANARY),
                              rollout={"strategy": "Canary", "paused": True}), "Suspended", "paused"),
+    "canary paused by the action": (md(1, status(READY, cond("Progressing", "True", "CanaryStep"), **CANARY),
+                                       annotations={"tritonops.io/pause": "clf-9f8e7d6c5b"}), "Suspended",
+                                    "Canary clf-9f8e7d6c5b paused"),
+    "a pause of an older canary does not hold": (md(1, status(READY, cond("Progressing", "True", "CanaryStep"),
+                                                              **CANARY), annotations={"tritonops.io/pause": "clf-old"}),
+                                                 "Progressing", "CanaryStep"),
     "degraded wins over paused": (md(1, status(cond("Degraded", "True", "ModelFetchFailed", "403 from s3")),
                                      rollout={"paused": True}), "Degraded", "ModelFetchFailed: 403 from s3"),
     "not ready yet": (md(1, status(cond("Ready", "False", "Unavailable", "0/2 available"), NOT_PROGRESSING)),
@@ -115,10 +122,11 @@ def test_health(case: str, tmp_path: Path) -> None:
 
 
 DISCOVERY_CASES: dict[str, tuple[dict[str, Any], set[str]]] = {
-    "stable, running": (md(1, status(READY)), {"pause"}),
+    "stable, running": (md(1, status(READY)), set()),
     "canary": (md(1, status(READY, **CANARY)), {"promote", "abort", "pause"}),
-    "paused canary": (md(1, status(READY, **CANARY), rollout={"paused": True}), {"promote", "abort", "resume"}),
-    "no status, retraining on": (md(retraining={"enabled": True}), {"pause", "retrain"}),
+    "paused canary": (md(1, status(READY, **CANARY), annotations={"tritonops.io/pause": "clf-9f8e7d6c5b"}),
+                      {"promote", "abort", "resume"}),
+    "no status, retraining on": (md(retraining={"enabled": True}), {"retrain"}),
 }
 
 
@@ -144,16 +152,18 @@ ACTION_CASES: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     "promote": (md(1, status(READY, **CANARY)),
                 {"metadata.annotations.tritonops.io/promote": "clf-9f8e7d6c5b"}),
     "abort": (md(1, status(READY, **CANARY)), {"metadata.annotations.tritonops.io/abort": "clf-9f8e7d6c5b"}),
-    "pause": (md(1, status(READY)), {"spec.rollout.paused": True}),
-    "resume": (md(1, status(READY), rollout={"paused": True}), {"spec.rollout.paused": False}),
+    "pause": (md(1, status(READY, **CANARY)), {"metadata.annotations.tritonops.io/pause": "clf-9f8e7d6c5b"}),
+    "resume": (md(1, status(READY, **CANARY), annotations={"tritonops.io/pause": "clf-9f8e7d6c5b"}),
+               {"metadata.annotations.tritonops.io/pause": None}),
     "retrain": (md(1, status(READY), retraining={"enabled": True}),
                 {"metadata.annotations.tritonops.io/retrain": "2026-01-01T00:00:00Z"}),
 }
 
 
 def lookup(obj: Any, dotted: str) -> Any:
+    """The value at a dotted path, None where it is absent."""
     for part in re.split(r"\.(?![^.]*/)", dotted):  # annotation keys contain dots before the slash
-        obj = obj[part]
+        obj = obj.get(part) if isinstance(obj, dict) else None
     return obj
 
 
@@ -176,10 +186,11 @@ def test_actions_work_without_annotations_or_rollout(tmp_path: Path) -> None:
     promoted = run_lua(ARGOCD / "actions" / "promote" / "action.lua", obj, tmp_path)["result"]
     assert promoted["metadata"]["annotations"] == {"tritonops.io/promote": "clf-9f8e7d6c5b"}
     paused = run_lua(ARGOCD / "actions" / "pause" / "action.lua", obj, tmp_path)["result"]
-    assert paused["spec"]["rollout"] == {"paused": True}
+    assert paused["metadata"]["annotations"] == {"tritonops.io/pause": "clf-9f8e7d6c5b"}
 
 
 @pytest.mark.parametrize(("action", "obj"), [("promote", md(1, status(READY))), ("abort", md()),
+                                             ("pause", md(1, status(READY))),
                                              ("retrain", md(1, status(READY)))])
 def test_actions_refuse_when_not_applicable(action: str, obj: dict[str, Any], tmp_path: Path) -> None:
     out = run_lua(ARGOCD / "actions" / action / "action.lua", obj, tmp_path)

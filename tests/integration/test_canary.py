@@ -87,6 +87,10 @@ def test_abort_returns_to_stable_and_survives_an_operator_restart(api: Api, oper
     wait_until("a cycle after the restart", lambda: operator.requests({"get"}, "ModelDeployment") >= 1, timeout=30)
     assert (api.md(namespace, "ab") or {})["status"]["rollout"] == before
 
+    kubectl_tritonops(cluster, "pause", "ab", "-n", namespace)
+    assert (api.md(namespace, "ab") or {})["metadata"]["annotations"]["tritonops.io/pause"] == canary
+    kubectl_tritonops(cluster, "resume", "ab", "-n", namespace)
+    assert "tritonops.io/pause" not in ((api.md(namespace, "ab") or {})["metadata"].get("annotations") or {})
     kubectl_tritonops(cluster, "abort", "ab", "-n", namespace)
 
     def aborted() -> dict[str, Any] | None:

@@ -132,6 +132,18 @@ def test_spec_rollout_paused_holds_the_canary() -> None:
     assert "spec.rollout.paused" in md["status"]["rollout"]["message"]
 
 
+def test_pause_annotation_holds_this_canary_and_removing_it_resumes() -> None:
+    md, observed, _, canary = canary_md({"setWeight": 50}, {"pause": {"durationSeconds": 1}})
+    md["metadata"]["annotations"] = {"tritonops.io/pause": canary}
+    for seconds in (0, 1, 100):
+        cycle(md, observed, seconds)
+    assert md["status"]["rollout"]["decision"] == "Paused" and md["status"]["canaryRevision"] == canary
+    md["metadata"]["annotations"] = {}
+    for seconds in (101, 102, 103, 104):
+        cycle(md, observed, seconds)
+    assert md["status"]["stableRevision"] == canary
+
+
 def test_analysis_is_refused_until_it_exists_and_stable_keeps_serving() -> None:
     md, observed, stable, _ = canary_md({"setWeight": 50}, {"analysis": {"durationSeconds": 60}})
     p = cycle(md, observed)

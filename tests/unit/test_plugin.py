@@ -33,8 +33,8 @@ def test_status_is_a_timeline_of_the_steps() -> None:
     ("promote", False, {"metadata": {"annotations": {"tritonops.io/promote-step": "clf-bbbbbbbbbb/1"}}}),
     ("promote", True, {"metadata": {"annotations": {"tritonops.io/promote": "clf-bbbbbbbbbb"}}}),
     ("abort", False, {"metadata": {"annotations": {"tritonops.io/abort": "clf-bbbbbbbbbb"}}}),
-    ("pause", False, {"spec": {"rollout": {"paused": True}}}),
-    ("resume", False, {"spec": {"rollout": {"paused": False}}}),
+    ("pause", False, {"metadata": {"annotations": {"tritonops.io/pause": "clf-bbbbbbbbbb"}}}),
+    ("resume", False, {"metadata": {"annotations": {"tritonops.io/pause": None}}}),
 ])
 def test_requests_name_the_canary_and_the_step(action: str, full: bool, patch: dict[str, Any]) -> None:
     assert plugin.request(MD, action, full) == patch

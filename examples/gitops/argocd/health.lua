@@ -1,6 +1,7 @@
 -- Argo CD health check of tritonops.io/ModelDeployment (resource.customizations.health.tritonops.io_ModelDeployment).
 -- Reads only what the operator reports: status.observedGeneration and the conditions Ready, Progressing,
--- Degraded and InvalidSpec; spec.rollout.paused makes a rollout Suspended.
+-- Degraded and InvalidSpec; spec.rollout.paused, or a tritonops.io/pause annotation naming the canary
+-- revision, makes a rollout Suspended.
 local hs = {}
 
 local function condition(conditionType)
@@ -67,6 +68,12 @@ end
 if obj.spec ~= nil and obj.spec.rollout ~= nil and obj.spec.rollout.paused == true then
   hs.status = "Suspended"
   hs.message = "Rollout paused (spec.rollout.paused)"
+  return hs
+end
+if obj.status.canaryRevision ~= nil and obj.status.canaryRevision ~= "" and obj.metadata.annotations ~= nil
+    and obj.metadata.annotations["tritonops.io/pause"] == obj.status.canaryRevision then
+  hs.status = "Suspended"
+  hs.message = "Canary " .. obj.status.canaryRevision .. " paused (tritonops.io/pause)"
   return hs
 end
 

@@ -1,6 +1,6 @@
--- Resume a paused rollout (spec.rollout.paused: false).
-if obj.spec.rollout == nil then
-  obj.spec.rollout = {}
+-- Resume a canary paused by the pause action (removes the tritonops.io/pause annotation). A pause declared
+-- in Git (spec.rollout.paused) is resumed in Git.
+if obj.metadata.annotations ~= nil then
+  obj.metadata.annotations["tritonops.io/pause"] = nil
 end
-obj.spec.rollout.paused = false
 return obj
