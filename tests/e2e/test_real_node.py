@@ -120,34 +120,44 @@ class Load:
     def run(self) -> None:
         deadline = time.monotonic() + self.seconds
         while not self.stop.is_set() and self.ok + len(self.errors) < self.limit and time.monotonic() < deadline:
-            request = urllib.request.Request(self.url, data=self.body, headers={"Content-Type": "application/json"})
             try:
-                with urllib.request.urlopen(request, timeout=10) as resp:
-                    outputs = json.loads(resp.read())["outputs"]
-                    assert outputs[0]["name"] == "OUTPUT0" and len(outputs[0]["data"]) == 3
+                outputs = _infer(self.url, self.body)["outputs"]
+                assert outputs[0]["name"] == "OUTPUT0" and len(outputs[0]["data"]) == 3
                 self.ok += 1
             except Exception as err:
                 self.errors.append(f"{time.strftime('%H:%M:%S')} {type(err).__name__}: {err}")
 
 
-def _answers(url: str, body: bytes) -> bool:
+def _infer(url: str, body: bytes, timeout: float = 10) -> dict[str, Any]:
+    """One inference over HTTP/JSON on a new connection (the Service balances connections)."""
     request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=timeout) as resp:
+        answer: dict[str, Any] = json.loads(resp.read())
+        return answer
+
+
+def _answers(url: str, body: bytes) -> bool:
     try:
-        with urllib.request.urlopen(request, timeout=5) as resp:
-            return int(resp.status) == 200
+        return bool(_infer(url, body, timeout=5))
     except OSError:
         return False
 
 
-def test_new_model_version_rolls_out_without_a_failed_request(
-        api: Api, namespace: str, model_store: ModelStore, store_secret: str, e2e_operator: OperatorProcess) -> None:
-    uri = model_store.uri("classifier/model.onnx")
-    api.create_md(namespace, local_md("roll", uri, digest=model_store.digest, version=1))
-    first = wait_until("roll Ready", lambda: converged(api, namespace, "roll"), timeout=300)["status"]["stableRevision"]
-    x, _ = samples(model_store)
+def _serving_version_1(api: Api, namespace: str, store: ModelStore, name: str) -> tuple[str, str, bytes]:
+    """Deploy the example as version 1 and wait until it is Ready: (stable revision, infer URL, request body)."""
+    api.create_md(namespace, local_md(name, store.uri("classifier/model.onnx"), digest=store.digest, version=1))
+    stable = wait_until(f"{name} Ready", lambda: converged(api, namespace, name), timeout=300)
+    x, _ = samples(store)
     body = json.dumps({"inputs": [{"name": "INPUT0", "shape": [1, 4], "datatype": "FP32",
                                    "data": x[0].tolist()}]}).encode()
-    load = Load(f"http://{service_ip(api, namespace, 'roll')}:{c.HTTP_PORT}/v2/models/{MODEL}/infer", body)
+    url = f"http://{service_ip(api, namespace, name)}:{c.HTTP_PORT}/v2/models/{MODEL}/infer"
+    return stable["status"]["stableRevision"], url, body
+
+
+def test_new_model_version_rolls_out_without_a_failed_request(
+        api: Api, namespace: str, model_store: ModelStore, store_secret: str, e2e_operator: OperatorProcess) -> None:
+    first, url, body = _serving_version_1(api, namespace, model_store, "roll")
+    load = Load(url, body)
     # Ready says the pods are; kube-proxy programs the Service a moment later (an endpoint update away).
     wait_until("the Service answers", lambda: _answers(load.url, body), timeout=30)
     thread = threading.Thread(target=load.run, daemon=True)
@@ -197,18 +207,14 @@ def _versions(url: str, body: bytes, count: int) -> dict[str, int]:
     """Send ``count`` requests, each on a new connection; count the model versions that answered."""
     seen: dict[str, int] = {}
     for _ in range(count):
-        request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(request, timeout=10) as resp:
-            version = json.loads(resp.read())["model_version"]
+        version = _infer(url, body)["model_version"]
         seen[version] = seen.get(version, 0) + 1
     return seen
 
 
 def test_canary_splits_real_traffic_by_replicas_then_takes_it_all(
         api: Api, namespace: str, model_store: ModelStore, store_secret: str, e2e_operator: OperatorProcess) -> None:
-    uri = model_store.uri("classifier/model.onnx")
-    api.create_md(namespace, local_md("can", uri, digest=model_store.digest, version=1))
-    stable = wait_until("v1 Ready", lambda: converged(api, namespace, "can"), timeout=300)["status"]["stableRevision"]
+    stable, url, body = _serving_version_1(api, namespace, model_store, "can")
     api.patch_md(namespace, "can", {"spec": {"model": {"version": 2}, "rollout": {
         "strategy": "Canary", "canary": {"steps": [{"setWeight": 50}, {"pause": {}}]}}}})
 
@@ -219,10 +225,6 @@ def test_canary_splits_real_traffic_by_replicas_then_takes_it_all(
     md = wait_until("canary paused at 50%", paused, timeout=300)
     canary = md["status"]["canaryRevision"]
     assert md["status"]["canaryWeight"] == 50  # one canary pod beside one stable pod
-    x, _ = samples(model_store)
-    body = json.dumps({"inputs": [{"name": "INPUT0", "shape": [1, 4], "datatype": "FP32",
-                                   "data": x[0].tolist()}]}).encode()
-    url = f"http://{service_ip(api, namespace, 'can')}:{c.HTTP_PORT}/v2/models/{MODEL}/infer"
     wait_until("both revisions in the Service", lambda: len(_versions(url, body, 20)) == 2, timeout=30)
     split = _versions(url, body, 200)
     assert split.keys() == {"1", "2"} and min(split.values()) >= 60, split  # ~100 each; < 60 is p < 1e-8
