@@ -26,6 +26,11 @@ def repo_root() -> Path:
     return Path(__file__).resolve().parents[3]
 
 
+def cache_root(cache_dir: Path | None = None) -> Path:
+    """``cache_dir``, else ``$TRITONOPS_CACHE``, else ``~/.cache/tritonops`` (what the hack/ scripts use too)."""
+    return cache_dir or Path(os.environ.get("TRITONOPS_CACHE") or Path.home() / ".cache" / "tritonops")
+
+
 def build_script() -> Path:
     return repo_root() / "hack" / "build-control-plane.sh"
 

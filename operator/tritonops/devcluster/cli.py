@@ -24,9 +24,11 @@ from pathlib import Path
 
 from tritonops.devcluster import hostclean
 from tritonops.devcluster.binaries import BinariesError, repo_root, resolve_bin_dir, resolve_node_bin_dir
+from tritonops.devcluster.images import build_images
 from tritonops.devcluster.launcher import ClusterError, ControlPlane
 from tritonops.devcluster.nodeconf import REAL_NODE_LABEL
 from tritonops.devcluster.nodes import NodePool, create_nodes
+from tritonops.devcluster.realnode import RealNode
 
 HOME_ENV = "TRITONOPS_DEV_HOME"
 REAL_NODE_SELECTOR = f"{REAL_NODE_LABEL}=true"
@@ -109,9 +111,6 @@ def _up(args: argparse.Namespace) -> int:
 
 def _start_real_node(cp: ControlPlane) -> str:
     """Build (cached) the node binaries and images, start the real node; return its name."""
-    from tritonops.devcluster.images import build_images
-    from tritonops.devcluster.realnode import RealNode
-
     node = RealNode(cp, resolve_node_bin_dir())
     t0 = time.monotonic()
     node.start(build_images())
@@ -120,16 +119,12 @@ def _start_real_node(cp: ControlPlane) -> str:
 
 
 def _real_node_running(cp: ControlPlane) -> bool:
-    from tritonops.devcluster.realnode import RealNode
-
     node = RealNode.load(cp)
     return node is not None and all(node.status().values())
 
 
 def _stop_real_node(cp: ControlPlane | None, force: bool) -> int:
     """Stop the cluster's real node (with ``force``, any real node's leftovers on this machine)."""
-    from tritonops.devcluster.realnode import RealNode
-
     node = RealNode.load(cp) if cp else None
     if node is None and not force:
         return 0
@@ -180,8 +175,6 @@ def _status(args: argparse.Namespace) -> int:
     print(f"cluster {args.name!r}: {'running' if running else 'NOT running'} ({state})")
     for component, alive in cp.status().items():
         print(f"  {component:<24} pid {cp.pids.get(component, '-')!s:<8} {'up' if alive else 'down'}")
-    from tritonops.devcluster.realnode import RealNode
-
     node = RealNode.load(cp)
     if node:
         for component, alive in node.status().items():

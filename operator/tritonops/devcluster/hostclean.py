@@ -21,13 +21,13 @@ import contextlib
 import json
 import os
 import shlex
-import signal
 import subprocess
-import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from tritonops.devcluster.binaries import cache_root
+from tritonops.devcluster.launcher import terminate
 from tritonops.devcluster.nodeconf import BRIDGE
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
@@ -44,8 +44,7 @@ IPTABLES = ("iptables", "ip6tables")
 
 def record_path() -> Path:
     """The machine-wide record of the running real node (one per machine)."""
-    cache = Path(os.environ.get("TRITONOPS_CACHE") or Path.home() / ".cache" / "tritonops")
-    return cache / "real-node.json"
+    return cache_root() / "real-node.json"
 
 
 def load_record() -> dict[str, Any] | None:
@@ -167,25 +166,6 @@ def footprint(roots: Iterable[str] = (), before: dict[str, Any] | None = None) -
     return left
 
 
-def _kill(pids: Iterable[int], grace: float) -> None:
-    pids = list(pids)
-    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, sig)
-        deadline = time.monotonic() + wait
-        while pids and time.monotonic() < deadline:
-            pids = [p for p in pids if Path(f"/proc/{p}").exists() and not _zombie(p)]
-            time.sleep(0.05)
-
-
-def _zombie(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[0] in ("Z", "X")
-    except OSError:
-        return True
-
-
 def _drop_chains() -> None:
     """Delete jumps into KUBE-*/CNI-* chains from other chains, then flush and delete those chains."""
     for tool in IPTABLES:
@@ -227,12 +207,12 @@ def cleanup(roots: Iterable[str] = (), grace: float = 10.0) -> list[str]:
     roots = sorted({*roots, *([rec["root"]] if rec else [])})
     procs = running_components(roots)
     by_role = {name: [p for p, cmd in procs if Path(cmd.split()[0]).name == name] for name in COMPONENTS}
-    _kill(by_role["kube-proxy"] + by_role["kubelet"], grace)
+    terminate(by_role["kube-proxy"] + by_role["kubelet"], grace)
     if rec:
-        _kill(_cgroup_pids(), 0.0)
-    _kill(by_role["containerd-shim-runc-v2"] + by_role["containerd"], grace)
+        terminate(_cgroup_pids(), 0.0)
+    terminate(by_role["containerd-shim-runc-v2"] + by_role["containerd"], grace)
     if rec:
-        _kill(_cgroup_pids(), 0.0)  # anything a dying shim started last
+        terminate(_cgroup_pids(), 0.0)  # anything a dying shim started last
     for point in _mounts(roots, netns=rec is not None):
         subprocess.run(["umount", "-l", point], capture_output=True, check=False)
     if rec is None:

@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tritonops.devcluster import oci
+from tritonops.devcluster.binaries import cache_root, repo_root
 
 Log = Callable[[str], None]
 
@@ -94,15 +95,6 @@ class Recipe:
     build: Callable[[Path, Path, Log], None]  # (rootfs, cache root, log)
     inputs: tuple[Path, ...] = ()
     pins: tuple[str, ...] = ()
-
-
-def repo_root() -> Path:
-    return Path(__file__).resolve().parents[3]
-
-
-def cache_root(cache_dir: Path | None = None) -> Path:
-    """``cache_dir``, else ``$TRITONOPS_CACHE``, else ``~/.cache/tritonops``."""
-    return cache_dir or Path(os.environ.get("TRITONOPS_CACHE") or Path.home() / ".cache" / "tritonops")
 
 
 def _run(cmd: Sequence[str], check: bool = True) -> subprocess.CompletedProcess[str]:

@@ -92,14 +92,35 @@ def spawn(argv: list[str], log_path: Path, cwd: Path, *, detach: bool,
                                 preexec_fn=None if detach else _die_with_parent)  # noqa: PLW1509
 
 
+def gone(pid: int) -> bool:
+    """Whether ``pid`` no longer runs (exited, or a zombie waiting to be reaped)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[0] in ("Z", "X")
+    except OSError:
+        return True
+
+
+def terminate(pids: list[int], grace: float) -> None:
+    """SIGTERM ``pids``, SIGKILL what still runs after ``grace`` seconds, and wait (5 s) until all are gone."""
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, sig)
+        deadline = time.monotonic() + wait
+        while pids and time.monotonic() < deadline:
+            pids = [p for p in pids if not gone(p)]
+            time.sleep(0.05)
+        if not pids:
+            return
+
+
 def owns(pid: int, argv0: str, root: Path) -> bool:
     """Whether ``pid`` is alive, runs ``argv0`` and names ``root`` in its arguments (so it is ours)."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
         argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except OSError:
         return False
-    if stat.rsplit(")", 1)[-1].split()[0] in ("Z", "X"):
+    if gone(pid):
         return False
     mark = str(root).encode()
     return bool(argv) and argv[0].decode(errors="replace") == argv0 and any(mark in a for a in argv[1:])
@@ -272,13 +293,5 @@ class ControlPlane:
 
     def _stop_one(self, name: str, grace: float) -> None:
         pid = self.pids.get(name)
-        if pid is None or not self.alive(name):
-            return
-        for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, sig)
-            deadline = time.monotonic() + wait
-            while time.monotonic() < deadline:
-                if not self.alive(name):
-                    return
-                time.sleep(0.05)
+        if pid is not None and self.alive(name):
+            terminate([pid], grace)

@@ -85,12 +85,12 @@ def _apply_node(core: Any, manifest: dict[str, Any]) -> None:
         core.patch_node_status(name, {"status": manifest["status"]})
 
 
-def wait_nodes_ready(core: Any, names: list[str], timeout: float = 90.0, node_type: str = "kwok") -> None:
-    """Poll until every named node (labelled ``type=<node_type>``) is Ready (see :func:`node_is_ready`)."""
+def wait_nodes_ready(core: Any, names: list[str], timeout: float = 90.0) -> None:
+    """Poll until every named node is Ready (see :func:`node_is_ready`)."""
     deadline = time.monotonic() + timeout
     pending = set(names)
     while pending:
-        nodes = {n.metadata.name: n for n in core.list_node(label_selector=f"type={node_type}").items}
+        nodes = {n.metadata.name: n for n in core.list_node(label_selector="type=kwok").items}
         pending = {n for n in pending if n not in nodes or not node_is_ready(nodes[n])}
         if not pending:
             return

@@ -25,7 +25,7 @@ from tritonops.devcluster.components import kubeconfig
 from tritonops.devcluster.images import PAUSE_IMAGE, Image, import_images
 from tritonops.devcluster.launcher import ClusterError, ControlPlane, free_ports, owns, spawn, tail, wait_started
 from tritonops.devcluster.nodeconf import NodeLayout
-from tritonops.devcluster.nodes import wait_nodes_ready
+from tritonops.devcluster.nodes import node_is_ready
 from tritonops.devcluster.pki import issue_client
 
 CTR = "ctr"
@@ -149,11 +149,11 @@ class RealNode:
         return proc.returncode == 0
 
     def _wait_node_ready(self, deadline: float) -> None:
+        """Until the Node is Ready without the not-ready taint; fails early if the kubelet exits."""
         api = kubernetes.config.new_client_from_config(config_file=str(self.cp.kubeconfig))  # type: ignore[no-untyped-call]
         try:
             core = kubernetes.client.CoreV1Api(api)
             self._wait("kubelet", lambda: _node_ready(core, self.name), deadline)
-            wait_nodes_ready(core, [self.name], max(1.0, deadline - time.monotonic()), node_type=nodeconf.NODE_TYPE)
         finally:
             api.close()
 
@@ -178,8 +178,6 @@ def _http_ok(url: str) -> bool:
 
 def _node_ready(core: kubernetes.client.CoreV1Api, name: str) -> bool:
     try:
-        node = core.read_node(name)
+        return node_is_ready(core.read_node(name))
     except kubernetes.client.ApiException:
         return False
-    conditions = node.status.conditions if node.status else None
-    return any(c.type == "Ready" and c.status == "True" for c in conditions or [])

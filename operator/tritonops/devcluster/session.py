@@ -12,16 +12,14 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import kubernetes
 
 from tritonops.devcluster.binaries import resolve_bin_dir, resolve_node_bin_dir
+from tritonops.devcluster.images import build_images
 from tritonops.devcluster.launcher import ClusterError, ControlPlane
 from tritonops.devcluster.nodes import NodePool, create_nodes
-
-if TYPE_CHECKING:
-    from tritonops.devcluster.realnode import RealNode
+from tritonops.devcluster.realnode import RealNode
 
 RESTRICTED = {"pod-security.kubernetes.io/enforce": "restricted"}
 
@@ -52,9 +50,6 @@ class ClusterHandle:
             return self.real_node
         if self.control_plane is None:
             raise ClusterError("a real node joins only the local control plane, not a $KUBECONFIG cluster")
-        from tritonops.devcluster.images import build_images
-        from tritonops.devcluster.realnode import RealNode
-
         node = RealNode(self.control_plane, resolve_node_bin_dir(), detach=False)
         node.start(build_images())
         self.real_node = node
