@@ -85,8 +85,8 @@ def _recorded_stable(md: dict[str, Any], observed: Observed, target: str | None)
     return stable
 
 
-def _revisions(md: dict[str, Any], observed: Observed, target: str | None, canary: CanaryPlan | None) -> _Revisions:
-    stable = _recorded_stable(md, observed, target)
+def _revisions(md: dict[str, Any], observed: Observed, target: str | None, stable: str | None,
+               canary: CanaryPlan | None) -> _Revisions:
     ready = canary.promote if canary else deployment_available(
         observed.deployments.get(target or ""), desired_replicas(md["spec"]))
     if target and target != stable and ready:
@@ -128,13 +128,15 @@ def plan(md: dict[str, Any], observed: Observed, now: datetime, opts: BuildOptio
     owner = Owner(meta["name"], meta["namespace"], meta["uid"])
     problems = problems_of(spec)
     target = None if problems else revision_of(meta["name"], spec, opts.runtime_image)
-    canary = plan_canary(md, observed.deployments, target, _recorded_stable(md, observed, target), now)
-    revs = _revisions(md, observed, target, canary)
-    desired = _desired(md, owner, target, opts, canary if canary and not revs.promoted else None)
+    stable = _recorded_stable(md, observed, target)
+    canary = plan_canary(md, observed.deployments, target, stable, now)
+    revs = _revisions(md, observed, target, stable, canary)
+    if revs.promoted:
+        canary = None  # promoted this cycle: the rest of the plan treats it as the stable revision
+    desired = _desired(md, owner, target, opts, canary)
     drift = [(o, first_difference(_observed_of(observed, o), o)) for o in desired]
     to_apply = [(o, why) for o, why in drift if why is not None]
-    new_status, events, requeue = _status(md, observed, revs, problems, now,
-                                          canary if canary and not revs.promoted else None)
+    new_status, events, requeue = _status(md, observed, revs, problems, now, canary)
     old = {k: v for k, v in (md.get("status") or {}).items() if k != "kopf"}
     return Plan(apply=[o for o, _ in to_apply], why=[w for _, w in to_apply],
                 scale=_scale(observed, revs, canary, meta["namespace"]), delete=_deletions(observed, revs),
@@ -143,7 +145,7 @@ def plan(md: dict[str, Any], observed: Observed, now: datetime, opts: BuildOptio
 
 def _scale(observed: Observed, revs: _Revisions, canary: CanaryPlan | None, namespace: str) -> list[dict[str, Any]]:
     """The stable Deployment's replicas when a NoSurge canary borrows or returns them."""
-    if canary is None or canary.stable_replicas is None or not revs.stable or revs.promoted:
+    if canary is None or canary.stable_replicas is None or not revs.stable:
         return []
     dep = observed.deployments.get(revs.stable)
     if dep is None or dep.get("spec", {}).get("replicas") == canary.stable_replicas:
