@@ -30,6 +30,7 @@ from tests.chart.tools import (
 )
 from tests.conftest import Golden
 from tritonops.api.chart import render_chart_crd
+from tritonops.builders.meta import LABEL_MD, LABEL_REVISION
 
 CRD_FILE = ROOT / "crds" / "modeldeployments.tritonops.io.yaml"
 VARIANTS = {"default": [], "namespaced-full": [VALUES_DIR / "namespaced-full.yaml"],
@@ -41,10 +42,11 @@ EXPECTED_RULES = {
     ("tritonops.io", "modeldeployments/finalizers"): {"update"},
     ("tritonops.io", "modeldeployments/status"): {"patch"},
     ("apps", "deployments"): {"list", "watch", "create", "patch", "delete"},
-    ("", "services"): {"list", "watch", "create", "patch"},
+    ("", "services"): {"list", "watch", "create", "patch", "delete"},
     ("", "configmaps"): {"list", "watch", "create", "patch", "delete"},
     ("", "pods"): {"list", "watch"},
     ("", "events"): {"create"},
+    ("gateway.networking.k8s.io", "httproutes"): {"get", "patch"},
 }
 
 
@@ -251,12 +253,13 @@ def test_dashboard_queries_the_documented_metrics(rendered: dict[str, str]) -> N
     cm = one(documents(rendered["namespaced-full"]), "ConfigMap")
     assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
     dashboard = json.loads(cm["data"]["tritonops.json"])
+    assert dashboard == json.loads((CHART / "dashboards" / "tritonops.json").read_text())
     exprs = " ".join(t["expr"] for p in dashboard["panels"] for t in p.get("targets", []))
     for metric in ("nv_inference_request_success", "nv_inference_request_failure",
                    "nv_inference_request_duration_us", "nv_inference_queue_duration_us",
-                   "tritonops_canary_weight", "tritonops_drift_score"):
+                   "tritonops_canary_weight_percent", "tritonops_api_requests_total"):
         assert metric in exprs
-    assert "by (model, version)" in exprs
+    assert "by (model, version)" in exprs  # (tests/chart/test_dashboard.py checks the dashboard in depth)
 
 
 def test_network_policy_ports(rendered: dict[str, str]) -> None:
@@ -267,3 +270,185 @@ def test_network_policy_ports(rendered: dict[str, str]) -> None:
     assert ports == [[8000, 8001], [8002]]
     assert policy["spec"]["policyTypes"] == ["Ingress"]
 
+
+
+# The labels every Triton series gets from its pod: a contract with the operator's canary analysis
+# (namespace, revision) and the dashboard (namespace, modeldeployment, revision).
+SCRAPE_LABELS = {"namespace": "namespace", "pod": "pod", "revision": LABEL_REVISION,
+                 "modeldeployment": LABEL_MD}
+
+
+def _meta_label(label: str) -> str:
+    """Prometheus's Kubernetes SD meta label of a pod label (invalid characters become underscores)."""
+    return "__meta_kubernetes_pod_label_" + re.sub(r"[^A-Za-z0-9_]", "_", label)
+
+
+def _relabel(meta: dict[str, str], rules: list[dict[str, Any]]) -> dict[str, str] | None:
+    """Prometheus's relabeling (keep and replace with the defaults the chart relies on); None if dropped.
+
+    Takes the Prometheus Operator's camelCase fields as well as prometheus.yml's snake_case ones.
+    """
+    labels = dict(meta)
+    for rule in rules:
+        sources = rule.get("sourceLabels", rule.get("source_labels", []))
+        value = ";".join(labels.get(s, "") for s in sources)
+        action = rule.get("action", "replace").lower()
+        regex = rule.get("regex", "(.*)")
+        if action == "keep":
+            if not re.fullmatch(regex, value):
+                return None
+        elif action == "replace":
+            match = re.fullmatch(regex, value)
+            assert regex == "(.*)" and rule.get("replacement", "$1") == "$1", "only default replace rules"
+            if match:
+                labels[rule.get("targetLabel", rule.get("target_label"))] = match.group(1)
+        else:
+            raise AssertionError(f"unexpected relabel action {action}")
+    return {k: v for k, v in labels.items() if not k.startswith("__")}
+
+
+def _triton_pods() -> list[dict[str, Any]]:
+    """Pod templates of the Triton Deployments the operator builds (its golden renders), as pods."""
+    pods = []
+    for path in sorted((ROOT / "tests" / "golden").glob("*.yaml")):
+        for doc in documents(path.read_text()):
+            if doc.get("kind") == "Deployment":
+                template = doc["spec"]["template"]
+                pods.append({"namespace": doc["metadata"]["namespace"], "name": f"{doc['metadata']['name']}-x1",
+                             "labels": template["metadata"]["labels"],
+                             "ports": [p["name"] for c in template["spec"]["containers"] for p in c.get("ports", [])]})
+    assert pods, "no Deployment in tests/golden"
+    return pods
+
+
+def _pod_targets(pod: dict[str, Any]) -> list[dict[str, str]]:
+    """The meta labels of one Kubernetes SD target per container port of the pod (role: pod)."""
+    base = {"__meta_kubernetes_namespace": pod["namespace"], "__meta_kubernetes_pod_name": pod["name"]}
+    base |= {_meta_label(k): v for k, v in pod["labels"].items()}
+    return [base | {"__meta_kubernetes_pod_container_port_name": port} for port in pod["ports"]]
+
+
+def _expected_labels(pod: dict[str, Any]) -> dict[str, str]:
+    return {"namespace": pod["namespace"], "pod": pod["name"], "revision": pod["labels"][LABEL_REVISION],
+            "modeldeployment": pod["labels"][LABEL_MD]}
+
+
+def test_pod_monitor_scrapes_every_triton_pod_with_the_contract_labels(rendered: dict[str, str]) -> None:
+    assert not by_kind(documents(rendered["default"]), "PodMonitor")  # off by default
+    monitor = one(documents(rendered["namespaced-full"]), "PodMonitor")
+    assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+    assert monitor["metadata"]["labels"]["release"] == "prometheus"
+    spec = monitor["spec"]
+    assert spec["namespaceSelector"] == {"any": True}
+    selector = spec["selector"]["matchLabels"]
+    assert selector == {"app.kubernetes.io/name": "triton", "app.kubernetes.io/managed-by": "tritonops"}
+    (endpoint,) = spec["podMetricsEndpoints"]
+    assert (endpoint["port"], endpoint["path"], endpoint["interval"]) == ("metrics", "/metrics", "10s")
+    assert {r["targetLabel"]: r["sourceLabels"] for r in endpoint["relabelings"]} == {
+        "namespace": ["__meta_kubernetes_namespace"], "pod": ["__meta_kubernetes_pod_name"],
+        "revision": ["__meta_kubernetes_pod_label_tritonops_io_revision"],
+        "modeldeployment": ["__meta_kubernetes_pod_label_tritonops_io_modeldeployment"]}
+    # Against the pods the operator actually builds: selected, with a metrics port, and labelled.
+    for pod in _triton_pods():
+        assert selector.items() <= pod["labels"].items() and "metrics" in pod["ports"]
+        target = next(t for t in _pod_targets(pod) if t["__meta_kubernetes_pod_container_port_name"] == "metrics")
+        labels = _relabel(target, endpoint["relabelings"])
+        assert labels is not None and _expected_labels(pod).items() <= labels.items()
+    assert set(SCRAPE_LABELS) == {r["targetLabel"] for r in endpoint["relabelings"]}
+    assert {_meta_label(v) for k, v in SCRAPE_LABELS.items() if k in ("revision", "modeldeployment")} <= {
+        r["sourceLabels"][0] for r in endpoint["relabelings"]}
+    listed = one(documents(rendered["clusterwide"]), "PodMonitor")
+    assert listed["metadata"]["name"] == "tritonops-operator-triton"
+    assert listed["spec"]["namespaceSelector"] == {"matchNames": ["models-a", "models-b"]}
+
+
+def _documented_scrape_job() -> dict[str, Any]:
+    """The raw Prometheus scrape job documented (commented out) in values.yaml under metrics.podMonitor."""
+    lines = (CHART / "values.yaml").read_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if line.strip() == "#   - job_name: tritonops-triton")
+    block = []
+    for line in lines[start:]:
+        if not line.strip().startswith("#   "):
+            break
+        block.append(line.strip()[len("#   "):])
+    (job,) = yaml.safe_load("\n".join(block))
+    return job
+
+
+def test_documented_scrape_job_is_valid_and_equals_the_pod_monitor(tmp_path: Any) -> None:
+    job = _documented_scrape_job()
+    assert job["kubernetes_sd_configs"] == [{"role": "pod"}]
+    # Debian's Prometheus is built without Kubernetes service discovery: check the rest of the job
+    # (relabel actions, regexes, label names) with a static target in its place.
+    config = tmp_path / "prometheus.yml"
+    static = {k: v for k, v in job.items() if k != "kubernetes_sd_configs"} | {
+        "static_configs": [{"targets": ["127.0.0.1:8002"]}]}
+    config.write_text(yaml.safe_dump({"scrape_configs": [static]}))
+    run([tool("promtool"), "check", "config", "--syntax-only", str(config)])
+    rules = job["relabel_configs"]
+    pods = _triton_pods()
+    for pod in pods:
+        kept = [labels for t in _pod_targets(pod) if (labels := _relabel(t, rules)) is not None]
+        assert len(kept) == 1, kept  # the metrics port only
+        assert _expected_labels(pod).items() <= kept[0].items()
+    # Pods the operator does not manage, and Triton's other ports, are dropped.
+    stranger = dict(pods[0], labels={**pods[0]["labels"], "app.kubernetes.io/managed-by": "helm"})
+    assert all(_relabel(t, rules) is None for t in _pod_targets(stranger))
+    monitor = one(documents(helm_template(sets=["metrics.podMonitor.enabled=true"])), "PodMonitor")
+    copies = {r["targetLabel"]: r["sourceLabels"] for r in monitor["spec"]["podMetricsEndpoints"][0]["relabelings"]}
+    assert {r["target_label"]: r["source_labels"] for r in rules if "target_label" in r} == copies
+
+
+def _operator_container(text: str) -> dict[str, Any]:
+    (c,) = one(documents(text), "Deployment")["spec"]["template"]["spec"]["containers"]
+    return c
+
+
+def test_prometheus_flags_volumes_and_mounts_only_when_set(rendered: dict[str, str]) -> None:
+    from tritonops.cli import _parser
+
+    default = _operator_container(rendered["default"])
+    assert not [a for a in default["args"] if a.startswith("--prometheus")]
+    assert [m["name"] for m in default["volumeMounts"]] == ["tmp"]
+    pod = one(documents(rendered["default"]), "Deployment")["spec"]["template"]["spec"]
+    assert [v["name"] for v in pod["volumes"]] == ["tmp"]
+
+    url_only = _operator_container(helm_template(sets=["analysis.prometheus.url=http://prometheus-operated.monitoring:9090"]))
+    assert [a for a in url_only["args"] if a.startswith("--prometheus")] == [
+        "--prometheus-url=http://prometheus-operated.monitoring:9090"]
+    assert [m["name"] for m in url_only["volumeMounts"]] == ["tmp"]
+
+    full_docs = documents(rendered["namespaced-full"])
+    full = _operator_container(rendered["namespaced-full"])
+    volumes = {v["name"]: v for v in one(full_docs, "Deployment")["spec"]["template"]["spec"]["volumes"]}
+    mounts = {m["name"]: m for m in full["volumeMounts"]}
+    assert volumes["prometheus-token"]["secret"] == {"secretName": "prometheus-reader",
+                                                     "items": [{"key": "token", "path": "token"}]}
+    assert volumes["prometheus-ca"]["secret"] == {"secretName": "prometheus-ca",
+                                                  "items": [{"key": "bundle.pem", "path": "ca.crt"}]}
+    assert all(mounts[n]["readOnly"] for n in ("prometheus-token", "prometheus-ca"))
+    args = _parser().parse_args(full["args"])  # the operator accepts the flags, and they name the mounted files
+    assert args.prometheus_url == "https://prometheus.monitoring.svc:9090"
+    assert args.prometheus_token_file == f"{mounts['prometheus-token']['mountPath']}/token"
+    assert args.prometheus_ca_file == f"{mounts['prometheus-ca']['mountPath']}/ca.crt"
+    assert args.prometheus_insecure_skip_verify is False
+    cluster = _parser().parse_args(_operator_container(rendered["clusterwide"])["args"])
+    assert (cluster.prometheus_url, cluster.prometheus_insecure_skip_verify) == ("https://prometheus.example.com", True)
+    assert (cluster.prometheus_token_file, cluster.prometheus_ca_file) == ("", "")
+
+
+@pytest.mark.parametrize(("sets", "message"), [
+    (["analysis.prometheus.insecureSkipVerify=yes"], "insecureSkipVerify"),
+    (["analysis.prometheus.url=prometheus-operated:9090"], "url"),
+    (["analysis.prometheus.url=http://p:9090", "analysis.prometheus.bearerTokenSecret=prom"], "bearerTokenSecret"),
+    (["analysis.prometheus.url=http://p:9090", "analysis.prometheus.caSecret.key="], "caSecret"),
+    (["analysis.prometheus.bearerTokenSecret.name=prom"], "need analysis.prometheus.url"),
+    (["analysis.prometheus.insecureSkipVerify=true"], "need analysis.prometheus.url"),
+    (["metrics.podMonitor.enabled=on"], "podMonitor"),
+    (["metrics.podMonitor.namespaces=team-a"], "namespaces"),
+    (["metrics.podMonitor.interval=15"], "interval"),
+])
+def test_schema_and_template_reject_bad_monitoring_values(sets: list[str], message: str) -> None:
+    cmd = [tool("helm"), "template", "x", str(CHART), "--kube-version", "v1.36.3"]
+    bad = run([*cmd, *(a for s in sets for a in ("--set", s))], check=False)
+    assert bad.returncode != 0 and message in bad.stderr, bad.stderr

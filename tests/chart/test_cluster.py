@@ -24,7 +24,10 @@ from tests.integration.waiting import wait_for
 from tritonops.devcluster.session import create_namespace, delete_namespace
 
 pytestmark = pytest.mark.cluster
-SERVICE_MONITOR_CRD = Path(__file__).resolve().parent / "servicemonitor-crd-stub.yaml"
+# Stubs of the Prometheus Operator CRDs the chart's optional monitors use, by CRD name.
+HERE = Path(__file__).resolve().parent
+MONITORING_CRDS = {"servicemonitors.monitoring.coreos.com": HERE / "servicemonitor-crd-stub.yaml",
+                   "podmonitors.monitoring.coreos.com": HERE / "podmonitor-crd-stub.yaml"}
 
 
 @pytest.fixture
@@ -37,19 +40,20 @@ def extra_namespaces(cluster: Any) -> Iterator[list[str]]:
         delete_namespace(cluster.kubeconfig, name)
 
 
-def ensure_service_monitor_crd(cluster: Any) -> None:
-    """The Prometheus Operator's ServiceMonitor CRD: a stub with the fields the chart uses (unless present)."""
-    found = kubectl(cluster, "get", "crd", "servicemonitors.monitoring.coreos.com", check=False)
-    if found.returncode != 0:
-        kubectl(cluster, "apply", "--server-side", "-f", str(SERVICE_MONITOR_CRD))
-        kubectl(cluster, "wait", "--for=condition=Established", "--timeout=60s",
-                "crd/servicemonitors.monitoring.coreos.com")
+def ensure_monitoring_crds(cluster: Any) -> None:
+    """The Prometheus Operator's ServiceMonitor and PodMonitor CRDs: stubs with the fields the chart uses
+    (unless present)."""
+    for name, stub in MONITORING_CRDS.items():
+        found = kubectl(cluster, "get", "crd", name, check=False)
+        if found.returncode != 0:
+            kubectl(cluster, "apply", "--server-side", "-f", str(stub))
+            kubectl(cluster, "wait", "--for=condition=Established", "--timeout=60s", f"crd/{name}")
 
 
 @pytest.mark.parametrize("variant", ["default", "namespaced-full", "clusterwide"])
 def test_every_rendered_manifest_is_accepted_by_the_api_server(
         variant: str, cluster: Any, api: Api, namespace: str, extra_namespaces: list[str]) -> None:
-    ensure_service_monitor_crd(cluster)
+    ensure_monitoring_crds(cluster)
     files = [] if variant == "default" else [VALUES_DIR / f"{variant}.yaml"]
     sets = [f"watchNamespaces={{{','.join(extra_namespaces)}}}"] if variant == "namespaced-full" else []
     text = helm_template(files, sets, namespace=namespace, release=f"dry-{variant}")

@@ -78,3 +78,23 @@ app.kubernetes.io/part-of: tritonops
 {{- default (list .Release.Namespace) .Values.watchNamespaces | uniq | toJson }}
 {{- end }}
 {{- end }}
+
+
+{{/* Where the Prometheus bearer token and CA bundle Secrets are mounted (one file each: token, ca.crt). */}}
+{{- define "tritonops.prometheusTokenDir" -}}
+/var/run/secrets/tritonops/prometheus-token
+{{- end }}
+
+{{- define "tritonops.prometheusCADir" -}}
+/var/run/secrets/tritonops/prometheus-ca
+{{- end }}
+
+{{/* Fails on analysis.prometheus settings that would be ignored: credentials or TLS options without a URL. */}}
+{{- define "tritonops.checkAnalysis" -}}
+{{- $p := .Values.analysis.prometheus }}
+{{- if not $p.url }}
+{{- if or $p.bearerTokenSecret.name $p.caSecret.name $p.insecureSkipVerify }}
+{{- fail "analysis.prometheus.bearerTokenSecret, caSecret and insecureSkipVerify need analysis.prometheus.url" }}
+{{- end }}
+{{- end }}
+{{- end }}

@@ -26,11 +26,12 @@ No wildcards, and no access to Secrets: the fetcher pods read model-store creden
 - apiGroups: ["apps"]
   resources: ["deployments"]
   verbs: ["list", "watch", "create", "patch", "delete"]
-# The Service of each ModelDeployment (HTTP, gRPC, metrics): applied, watched and listed; never deleted
-# by the operator (owner references let the garbage collector remove it with its ModelDeployment).
+# The Service of each ModelDeployment (HTTP, gRPC, metrics): applied, watched and listed (owner references
+# let the garbage collector remove it with its ModelDeployment). A canary routed through a Gateway API
+# HTTPRoute also has a Service per revision, deleted with its revision.
 - apiGroups: [""]
   resources: ["services"]
-  verbs: ["list", "watch", "create", "patch"]
+  verbs: ["list", "watch", "create", "patch", "delete"]
 # The immutable per-revision ConfigMap with config.pbtxt: applied, listed and watched, deleted with its
 # revision.
 - apiGroups: [""]
@@ -45,4 +46,10 @@ No wildcards, and no access to Secrets: the fetcher pods read model-store creden
 - apiGroups: [""]
   resources: ["events"]
   verbs: ["create"]
+# A canary with spec.rollout.canary.trafficRouting.gatewayAPI weights the backendRefs of the user's HTTPRoute:
+# read by name, written by server-side apply (PATCH) under the field manager tritonops-traffic; never created
+# or deleted. Without the Gateway API CRDs installed this rule grants nothing.
+- apiGroups: ["gateway.networking.k8s.io"]
+  resources: ["httproutes"]
+  verbs: ["get", "patch"]
 {{- end }}
