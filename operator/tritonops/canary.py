@@ -12,13 +12,14 @@ next one, completing as many steps as the observations allow:
   a user promotes;
 - ``analysis``: completes after ``durationSeconds`` if the analysis has *Passed* by then.
 
-The analysis runs in the background from the first step: a *Failed* verdict aborts at once (all traffic
-back to stable); an *Inconclusive* one (too little canary traffic to judge, after the analysis's own
-limit) pauses the rollout until a user promotes; neither ever promotes. After the last step the canary
-is promoted. A new canary revision restarts from step 0 against the same stable revision (:func:`start`).
+The analysis runs in the background once the canary takes traffic (:mod:`tritonops.analysis` turns its
+windows into the verdict): a *Failed* verdict aborts at once (all traffic back to stable); an
+*Inconclusive* one (too little canary traffic to judge, after the analysis's own limit) pauses the rollout
+until a user promotes the step; neither ever promotes. After the last step the canary is promoted, and a
+canary with analysis checks only on a *Passed* verdict. A new canary revision restarts from step 0 against
+the same stable revision (:func:`start`).
 
-:mod:`tritonops.rollout_plan` composes it into the planner with replica-ratio traffic; metric analysis
-and Gateway API routing do not exist yet (the operator refuses specs that ask for them).
+:mod:`tritonops.rollout_plan` composes it into the planner.
 """
 
 from __future__ import annotations
@@ -73,6 +74,7 @@ class Progress:
     step_started: datetime | None = None  # pauses and analysis windows count from here
     decision: str = PROGRESSING
     reason: str = ""
+    decided_at: datetime | None = None  # when it was promoted or aborted (scale-down delays count from here)
 
 
 @dataclass(frozen=True)
@@ -86,6 +88,8 @@ class Gate:
     promote_full: bool = False  # a user asked to skip the remaining steps
     abort: bool = False
     paused: bool = False  # spec.rollout.paused, or a pause annotation naming this canary
+    verdict_reason: str = ""  # the numbers behind a Failed or Inconclusive verdict
+    analysis_required: bool = False  # the canary has analysis checks: promotion needs a Passed verdict
 
 
 def start(canary: str, now: datetime) -> Progress:
@@ -130,14 +134,14 @@ def _halt(progress: Progress, gate: Gate) -> Progress | None:
     if gate.abort:
         return replace(progress, weight=0, decision=ABORTED, reason="aborted by a user")
     if gate.verdict == FAILED:
-        return replace(progress, weight=0, decision=ABORTED, reason="the analysis failed")
+        return replace(progress, weight=0, decision=ABORTED, reason=f"the analysis failed: {gate.verdict_reason}")
     if gate.promote_full:
         return replace(progress, weight=100, decision=PROMOTED, reason="promoted by a user, remaining steps skipped")
     if gate.paused:
         return replace(progress, decision=PAUSED, reason="paused (spec.rollout.paused or tritonops.io/pause)")
     if gate.verdict == INCONCLUSIVE and not gate.promote:
-        return replace(progress, decision=PAUSED,
-                       reason="the analysis is inconclusive: too little canary traffic to judge; promote to go on")
+        return replace(progress, decision=PAUSED, reason="the analysis is inconclusive, too little canary traffic "
+                       f"to judge ({gate.verdict_reason}); promote the step to go on")
     return None
 
 
@@ -145,6 +149,11 @@ def advance(steps: list[Step], progress: Progress, gate: Gate, now: datetime) ->
     """The next progress after one cycle's observations (a finished rollout stays as it is)."""
     if progress.decision in (PROMOTED, ABORTED):
         return progress
+    nxt = _advance(steps, progress, gate, now)
+    return replace(nxt, decided_at=now) if nxt.decision in (PROMOTED, ABORTED) else nxt
+
+
+def _advance(steps: list[Step], progress: Progress, gate: Gate, now: datetime) -> Progress:
     if (halted := _halt(progress, gate)) is not None:
         return halted
     current = replace(progress, decision=PROGRESSING, reason="")
@@ -159,6 +168,8 @@ def advance(steps: list[Step], progress: Progress, gate: Gate, now: datetime) ->
         # One promotion moves past one pause; readiness was observed for the previous step's weight, so a
         # following setWeight step waits for the next cycle, when the router has sized the canary for it.
         gate = replace(gate, promote=False, canary_ready=False)
+    if gate.analysis_required and gate.verdict != PASSED and not gate.promote:
+        return replace(current, reason="every step done; waiting for a passing analysis window to promote")
     return replace(current, weight=100, decision=PROMOTED, reason="every step passed")
 
 
@@ -202,7 +213,20 @@ def split_replicas(total: int, weight: int, surge: bool) -> Split:
     return Split(total - canary, canary)
 
 
-def _parse_time(value: str | None) -> datetime | None:
+def route_split(total: int, weight: int, surge: bool) -> Split:
+    """Replicas when a Gateway API route sets the weight (the pods only need the capacity for it).
+
+    The canary gets its share of ``total`` rounded up (one pod at least); Surge keeps every stable
+    replica, NoSurge takes the canary's from stable's (stable keeps one at least until promotion).
+    """
+    if total <= 0 or weight <= 0:
+        return Split(max(total, 0), 0)
+    canary = min(total, -(-total * weight // 100))
+    return Split(total, canary) if surge else Split(max(1, total - canary), min(canary, max(total - 1, 0)))
+
+
+def parse_time(value: str | None) -> datetime | None:
+    """An RFC 3339 time from the status, or None."""
     return datetime.fromisoformat(value.replace("Z", "+00:00")) if value else None
 
 
@@ -211,8 +235,9 @@ def from_status(rollout: dict[str, Any], recorded_canary: str | None, canary: st
     if recorded_canary != canary or "currentStepIndex" not in rollout:
         return start(canary, now)
     return Progress(canary, step=int(rollout["currentStepIndex"]), weight=int(rollout.get("weight", 0)),
-                    step_started=_parse_time(rollout.get("stepStartedAt")),
-                    decision=rollout.get("decision", PROGRESSING), reason=rollout.get("message", ""))
+                    step_started=parse_time(rollout.get("stepStartedAt")),
+                    decision=rollout.get("decision", PROGRESSING), reason=rollout.get("message", ""),
+                    decided_at=parse_time(rollout.get("decidedAt")))
 
 
 def to_status(progress: Progress) -> dict[str, Any]:
@@ -223,4 +248,6 @@ def to_status(progress: Progress) -> dict[str, Any]:
         out["stepStartedAt"] = progress.step_started.strftime("%Y-%m-%dT%H:%M:%SZ")
     if progress.reason:
         out["message"] = progress.reason
+    if progress.decided_at:
+        out["decidedAt"] = progress.decided_at.strftime("%Y-%m-%dT%H:%M:%SZ")
     return out

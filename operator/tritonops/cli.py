@@ -38,8 +38,13 @@ def _run(args: argparse.Namespace) -> int:
     from tritonops.controller import ControllerConfig
 
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    handlers.RUNTIME.config = ControllerConfig(build=BuildOptions(runtime_image=args.runtime_image),
-                                               resync_seconds=args.resync_seconds, workers=args.workers)
+    from tritonops.prom import Endpoint
+
+    prometheus = Endpoint(args.prometheus_url, token_file=args.prometheus_token_file, ca_file=args.prometheus_ca_file,
+                          insecure_skip_verify=args.prometheus_insecure_skip_verify) if args.prometheus_url else None
+    build = BuildOptions(runtime_image=args.runtime_image, prometheus=prometheus is not None)
+    handlers.RUNTIME.config = ControllerConfig(build=build, resync_seconds=args.resync_seconds, workers=args.workers,
+                                               prometheus=prometheus)
     handlers.RUNTIME.qps, handlers.RUNTIME.burst = args.qps, args.burst
     handlers.RUNTIME.metrics_port = args.metrics_port
     handlers.RUNTIME.listen_address = args.listen_address
@@ -66,6 +71,12 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--listen-address", default="0.0.0.0",
                      help="address of the metrics and health endpoints (127.0.0.1 when run on a workstation)")
     run.add_argument("--log-level", default="info")
+    run.add_argument("--prometheus-url", default=os.environ.get("TRITONOPS_PROMETHEUS_URL", ""),
+                     help="Prometheus for canary analysis (without it, specs with analysis are refused unless "
+                     "they name their own)")
+    run.add_argument("--prometheus-token-file", default="", help="bearer token for --prometheus-url")
+    run.add_argument("--prometheus-ca-file", default="", help="CA bundle for an https --prometheus-url")
+    run.add_argument("--prometheus-insecure-skip-verify", action="store_true")
     c = sub.add_parser("crd", help="print the CRD, --write it to crds/, or --check it is current")
     c.add_argument("--write", action="store_true")
     c.add_argument("--check", action="store_true")

@@ -8,22 +8,23 @@ only when it changed; an unchanged spec makes zero write calls.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from prometheus_client import Gauge
-
 from tritonops import CAPACITY_MANAGER
+from tritonops.analysis_run import measure_due
 from tritonops.api import API_VERSION, KIND
 from tritonops.builders.deployment import BuildOptions
 from tritonops.builders.meta import LABEL_MANAGED_BY, LABEL_MD, MANAGED_BY
 from tritonops.diagnose import deployment_available
 from tritonops.kube import Kube
-from tritonops.planner import Event, Observed, Plan, plan, timestamp
+from tritonops.planner import ROUTE_MANAGER, Event, Observed, Plan, plan, timestamp
+from tritonops.prom import Endpoint
+from tritonops.rollout_metrics import forget_rollout, record_end, record_rollout
+from tritonops.rollout_plan import route_ref
 from tritonops.workqueue import WorkQueue
 
 log = logging.getLogger(__name__)
@@ -37,14 +38,16 @@ class ControllerConfig:
     build: BuildOptions = field(default_factory=BuildOptions)
     resync_seconds: float = 300.0
     workers: int = 4
+    prometheus: Endpoint | None = None  # for canary analysis (a ModelDeployment may name its own)
 
 
-def observe(kube: Kube, namespace: str, name: str) -> Observed:
+def observe(kube: Kube, md: dict[str, Any]) -> Observed:
     """Read the children of one ModelDeployment (by our labels).
 
     Pods are only read when some Deployment is short of available replicas: that is the only case in
     which the planner looks at them (to say why), and they are the largest list by far.
     """
+    namespace, name = md["metadata"]["namespace"], md["metadata"]["name"]
     selector = f"{LABEL_MD}={name},{LABEL_MANAGED_BY}={MANAGED_BY}"
 
     def by_name(kind: str) -> dict[str, dict[str, Any]]:
@@ -52,6 +55,8 @@ def observe(kube: Kube, namespace: str, name: str) -> Observed:
 
     observed = Observed(deployments=by_name("Deployment"), config_maps=by_name("ConfigMap"),
                         services=by_name("Service"))
+    if route := route_ref(md["spec"]):
+        observed.route = kube.get("HTTPRoute", namespace, route)
     if any(not deployment_available(d, None) for d in observed.deployments.values()):
         observed.pods = kube.list("Pod", namespace, f"{LABEL_MD}={name}")
     return observed
@@ -90,6 +95,9 @@ def execute(kube: Kube, md: dict[str, Any], result: Plan, now: datetime) -> None
     for obj in result.scale:
         log.info("scaling Deployment %s/%s to %s for the canary", ns, obj["metadata"]["name"], obj["spec"]["replicas"])
         kube.apply(obj, CAPACITY_MANAGER)
+    if result.route is not None:
+        log.info("weighting HTTPRoute %s/%s", ns, result.route["metadata"]["name"])
+        kube.apply(result.route, ROUTE_MANAGER)
     for kind, name in result.delete:
         log.info("deleting %s %s/%s", kind, ns, name)
         kube.delete(kind, ns, name)
@@ -97,35 +105,6 @@ def execute(kube: Kube, md: dict[str, Any], result: Plan, now: datetime) -> None
         kube.patch_status(KIND, ns, meta["name"], status_patch(md.get("status") or {}, result.status))
     for event in result.events:
         kube.create("Event", ns, _event_body(md, event, now))
-
-
-CANARY_WEIGHT = Gauge("tritonops_canary_weight_percent", "Percent of traffic on the canary revision (achieved)",
-                      ("namespace", "name"))
-ROLLOUT_STEP = Gauge("tritonops_canary_step", "Index of the canary step being executed", ("namespace", "name"))
-ROLLOUT_DECISION = Gauge("tritonops_canary_decision", "1 for the canary's current decision",
-                         ("namespace", "name", "decision"))
-DECISIONS = ("Progressing", "Paused", "Promoted", "Aborted")
-
-
-def record_rollout(namespace: str, name: str, status: dict[str, Any] | None) -> None:
-    """Export the canary's weight, step and decision (all series removed when no canary is in flight)."""
-    rollout = (status or {}).get("rollout") or {}
-    if "decision" not in rollout:
-        forget_rollout(namespace, name)
-        return
-    CANARY_WEIGHT.labels(namespace, name).set(rollout.get("weight", 0))
-    ROLLOUT_STEP.labels(namespace, name).set(rollout.get("currentStepIndex", 0))
-    for decision in DECISIONS:
-        ROLLOUT_DECISION.labels(namespace, name, decision).set(1 if rollout["decision"] == decision else 0)
-
-
-def forget_rollout(namespace: str, name: str) -> None:
-    for gauge in (CANARY_WEIGHT, ROLLOUT_STEP):
-        with contextlib.suppress(KeyError):
-            gauge.remove(namespace, name)
-    for decision in DECISIONS:
-        with contextlib.suppress(KeyError):
-            ROLLOUT_DECISION.remove(namespace, name, decision)
 
 
 def reconcile_once(kube: Kube, key: Key, config: ControllerConfig,
@@ -136,8 +115,11 @@ def reconcile_once(kube: Kube, key: Key, config: ControllerConfig,
     if md is None or md["metadata"].get("deletionTimestamp"):
         return None  # gone or going: owner references let the garbage collector remove the children
     now = clock()
-    result = plan(md, observe(kube, namespace, name), now, config.build)
+    observed = observe(kube, md)
+    observed.analysis = measure_due(md, config.prometheus, now)
+    result = plan(md, observed, now, config.build)
     execute(kube, md, result, now)
+    record_end(md.get("status"), result.status, now)
     record_rollout(namespace, name, result.status if result.status is not None else md.get("status"))
     # Our own writes come back as watch events and trigger the next cycle; only time-based steps
     # (a progress deadline) need a timer shorter than the resync.

@@ -30,6 +30,7 @@ RESOURCES = {
     "Pod": ("/api/v1", "pods"),
     "Event": ("/api/v1", "events"),
     "ModelDeployment": (f"/apis/{GROUP}/{VERSION}", PLURAL),
+    "HTTPRoute": ("/apis/gateway.networking.k8s.io/v1", "httproutes"),
 }
 
 

@@ -13,16 +13,19 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from tritonops.analysis import FAILED, Window
 from tritonops.builders.configmap import build_config_map
 from tritonops.builders.deployment import BuildOptions, build_deployment, deployment_replicas
+from tritonops.builders.httproute import TRAFFIC_FIELD_MANAGER
 from tritonops.builders.meta import LABEL_REVISION, Owner, revision_of, selector_string
 from tritonops.builders.service import build_service
 from tritonops.canary import ABORTED, PAUSED, to_status
 from tritonops.diagnose import Diagnosis, deployment_available, diagnose
 from tritonops.diff import first_difference
-from tritonops.rollout_plan import CanaryPlan, aborted_entry, canary_conditions, describe, plan_canary
+from tritonops.rollout_plan import CanaryPlan, aborted_entry, canary_conditions, describe, plan_canary, route_ref
 from tritonops.status import reasons as r
 from tritonops.status.conditions import Cond, find, merge, phase
+from tritonops.traffic_plan import desired_route, retire_delay, revision_services, route_problem
 from tritonops.validate import problems_of, render_model_config
 
 
@@ -34,6 +37,8 @@ class Observed:
     config_maps: dict[str, dict[str, Any]] = field(default_factory=dict)
     services: dict[str, dict[str, Any]] = field(default_factory=dict)
     pods: list[dict[str, Any]] = field(default_factory=list)
+    analysis: Window | None = None  # a canary analysis window measured this cycle
+    route: dict[str, Any] | None = None  # the HTTPRoute a routed canary weights (None: absent or not routed)
 
 
 @dataclass(frozen=True)
@@ -56,6 +61,10 @@ class Plan:
     status: dict[str, Any] | None  # the full new status, or None when unchanged
     events: list[Event]
     requeue_after: float | None
+    route: dict[str, Any] | None = None  # HTTPRoute weights to apply (field manager ROUTE_MANAGER)
+
+
+ROUTE_MANAGER = TRAFFIC_FIELD_MANAGER
 
 
 @dataclass(frozen=True)
@@ -65,7 +74,7 @@ class _Revisions:
     promoted: bool
 
 
-CANARY_KEYS = ("currentStepIndex", "stepStartedAt", "weight", "decision", "message")
+CANARY_KEYS = ("currentStepIndex", "stepStartedAt", "weight", "decision", "message", "decidedAt", "analysis")
 
 
 def timestamp(now: datetime) -> str:
@@ -94,9 +103,10 @@ def _revisions(md: dict[str, Any], observed: Observed, target: str | None, stabl
     return _Revisions(target, stable, False)
 
 
-def _desired(md: dict[str, Any], owner: Owner, target: str | None, opts: BuildOptions,
+def _desired(md: dict[str, Any], owner: Owner, revs: _Revisions, opts: BuildOptions,
              canary: CanaryPlan | None) -> list[dict[str, Any]]:
-    objs = [build_service(owner)]
+    target = revs.target
+    objs = [build_service(owner), *revision_services(md, owner, [revs.stable, target] if target else [])]
     if target:
         spec = md["spec"]
         replicas = canary.canary_replicas if canary else desired_replicas(spec)
@@ -111,14 +121,20 @@ def _observed_of(observed: Observed, obj: dict[str, Any]) -> dict[str, Any] | No
     return table.get(obj["metadata"]["name"])
 
 
-def _deletions(observed: Observed, revs: _Revisions) -> list[tuple[str, str]]:
-    if revs.target is None:
+def _deletions(observed: Observed, revs: _Revisions, routed: bool, retiring: bool) -> list[tuple[str, str]]:
+    """Children of revisions neither stable nor target (none while a routed promotion's delay runs), and
+    revision Services nothing routes to."""
+    if revs.target is None or retiring:
         return []  # never tear anything down because of a spec we cannot honour
     keep = {revs.target, revs.stable}
-    out = [("Deployment", n) for n, d in observed.deployments.items()
-           if d["metadata"].get("labels", {}).get(LABEL_REVISION) not in keep]
-    out += [("ConfigMap", n) for n, cm in observed.config_maps.items()
-            if cm["metadata"].get("labels", {}).get(LABEL_REVISION) not in keep]
+
+    def gone(obj: dict[str, Any], kept: set[str | None]) -> bool:
+        revision = obj["metadata"].get("labels", {}).get(LABEL_REVISION)
+        return revision is not None and revision not in kept
+
+    out = [("Deployment", n) for n, d in observed.deployments.items() if gone(d, keep)]
+    out += [("ConfigMap", n) for n, cm in observed.config_maps.items() if gone(cm, keep)]
+    out += [("Service", n) for n, svc in observed.services.items() if gone(svc, keep if routed else set())]
     return sorted(out)
 
 
@@ -126,21 +142,27 @@ def plan(md: dict[str, Any], observed: Observed, now: datetime, opts: BuildOptio
     """One reconcile decision for ``md``."""
     meta, spec = md["metadata"], md["spec"]
     owner = Owner(meta["name"], meta["namespace"], meta["uid"])
-    problems = problems_of(spec)
+    problems = problems_of(spec, opts.prometheus)
     target = None if problems else revision_of(meta["name"], spec, opts.runtime_image)
     stable = _recorded_stable(md, observed, target)
-    canary = plan_canary(md, observed.deployments, target, stable, now)
+    blocked = route_problem(md, observed.route)
+    canary = plan_canary(md, observed.deployments, target, stable, now, observed.analysis, not blocked)
     revs = _revisions(md, observed, target, stable, canary)
     if revs.promoted:
         canary = None  # promoted this cycle: the rest of the plan treats it as the stable revision
-    desired = _desired(md, owner, target, opts, canary)
+    desired = _desired(md, owner, revs, opts, canary)
     drift = [(o, first_difference(_observed_of(observed, o), o)) for o in desired]
     to_apply = [(o, why) for o, why in drift if why is not None]
-    new_status, events, requeue = _status(md, observed, revs, problems, now, canary)
+    new_status, events, requeue = _status(md, observed, revs, problems, now, canary, blocked)
+    delay = retire_delay(md, revs.stable, now, revs.promoted)
+    requeue = min(t for t in (requeue, delay or None) if t is not None) if requeue or delay else None
+    route = desired_route(md, observed.route, revs.stable or target or "", canary.progress.canary if canary else None,
+                          canary.route_weight if canary else 0) if target else None
     old = {k: v for k, v in (md.get("status") or {}).items() if k != "kopf"}
     return Plan(apply=[o for o, _ in to_apply], why=[w for _, w in to_apply],
-                scale=_scale(observed, revs, canary, meta["namespace"]), delete=_deletions(observed, revs),
-                status=None if new_status == old else new_status, events=events, requeue_after=requeue)
+                scale=_scale(observed, revs, canary, meta["namespace"]),
+                delete=_deletions(observed, revs, bool(route_ref(spec)), delay > 0),
+                status=None if new_status == old else new_status, events=events, requeue_after=requeue, route=route)
 
 
 def _scale(observed: Observed, revs: _Revisions, canary: CanaryPlan | None, namespace: str) -> list[dict[str, Any]]:
@@ -209,11 +231,14 @@ def _rollout_status(old: dict[str, Any], canary_rev: str, canary: CanaryPlan | N
         rollout["startedAt"] = stamp
     if canary:
         rollout.update(to_status(canary.progress))
+        if canary.analysis:
+            rollout["analysis"] = canary.analysis
     return rollout
 
 
 def _status(md: dict[str, Any], observed: Observed, revs: _Revisions, problems: list[str],
-            now: datetime, canary: CanaryPlan | None) -> tuple[dict[str, Any], list[Event], float | None]:
+            now: datetime, canary: CanaryPlan | None,
+            blocked: str = "") -> tuple[dict[str, Any], list[Event], float | None]:
     spec, old = md["spec"], md.get("status") or {}
     gen = int(md["metadata"].get("generation", 0))
     stamp = timestamp(now)
@@ -221,7 +246,7 @@ def _status(md: dict[str, Any], observed: Observed, revs: _Revisions, problems: 
     rollout = _rollout_status(old, canary_rev, canary, stamp)
     deadline = int(spec.get("rollout", {}).get("progressDeadlineSeconds", 600))
     replicas = canary.canary_replicas if canary else desired_replicas(spec)
-    diag = _diagnosis(observed, revs.target, replicas)
+    diag = Diagnosis(r.TRAFFIC_ROUTE_UNUSABLE, blocked) if blocked else _diagnosis(observed, revs.target, replicas)
     conds, requeue = canary_conditions(canary, diag, now, deadline) if canary else _rollout_conditions(
         revs, problems, rollout.get("startedAt"), now, deadline, diag)
     conds = _serving_conditions(observed, revs, desired_replicas(spec)) + conds
@@ -301,4 +326,7 @@ def _canary_events(old: dict[str, Any] | None, canary: CanaryPlan | None) -> lis
         events.append(Event("Normal", r.EVENT_CANARY_STEP, f"revision {p.canary}: {describe(canary)}"))
     if p.decision == PAUSED and old.get("decision") != PAUSED:
         events.append(Event("Normal", r.CANARY_PAUSED, f"revision {p.canary}: {p.reason}"))
+    before, after = (old.get("analysis") or {}), (canary.analysis or {})
+    if after.get("windows", 0) > before.get("windows", 0) and after.get("result") == FAILED:
+        events.append(Event("Warning", r.EVENT_ANALYSIS_FAILED, f"revision {p.canary}: {after.get('message', '')}"))
     return events

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from tritonops import analysis as a
 from tritonops import canary as c
 from tritonops.diagnose import Diagnosis, deployment_available
 from tritonops.status import reasons as r
@@ -39,6 +40,22 @@ class CanaryPlan:
     promote: bool  # the canary may replace stable now (promoted and fully available)
     requeue_after: float | None
     stable_replicas: int | None = None  # NoSurge: what the stable revision keeps (None: leave it alone)
+    analysis: dict[str, Any] | None = None  # status.rollout.analysis (None: the canary has no checks)
+    verdict: str = ""  # the analysis verdict this cycle (Passed, Failed, Inconclusive or "")
+    route_weight: int = 0  # Gateway API routing: the canary's weight on the route now
+
+
+def route_ref(spec: dict[str, Any]) -> str | None:
+    """The name of the HTTPRoute whose weights the canary sets, or None (replica-ratio traffic)."""
+    if not is_canary(spec):
+        return None
+    routing = spec.get("rollout", {}).get("canary", {}).get("trafficRouting") or {}
+    name: str | None = routing.get("gatewayAPI", {}).get("httpRouteRef", {}).get("name")
+    return name
+
+
+def _delay_left(decided: datetime | None, seconds: int, now: datetime) -> float:
+    return max(0.0, seconds - (now - decided).total_seconds()) if decided else 0.0
 
 
 def is_canary(spec: dict[str, Any]) -> bool:
@@ -52,34 +69,82 @@ def _total(spec: dict[str, Any], stable_dep: dict[str, Any] | None) -> int:
     return int(spec.get("replicas", 1))
 
 
+def _analysis(md: dict[str, Any], target: str, window: a.Window | None,
+              now: datetime) -> tuple[a.Settings | None, dict[str, Any], str, str]:
+    """The analysis record with this cycle's window folded in, and its verdict (with the numbers)."""
+    status = md.get("status") or {}
+    cfg = a.settings(md["spec"].get("rollout", {}).get("canary", {}))
+    if cfg is None:
+        return None, {}, "", ""
+    same = status.get("canaryRevision") == target
+    state = ((status.get("rollout") or {}).get("analysis") or {}) if same else {}
+    if window is not None and window.revision == target:
+        state = a.record(state, window, 0, now)
+    verdict, why = a.verdict(state, cfg)
+    return cfg, state, verdict, why
+
+
+def _gate(md: dict[str, Any], target: str, progress: c.Progress, ready: bool, weight: int,
+          verdict: tuple[str, str], analysed: bool) -> c.Gate:
+    spec, annotations = md["spec"], md["metadata"].get("annotations") or {}
+    return c.Gate(canary_ready=ready, achieved_weight=weight,
+                  promote_full=annotations.get(PROMOTE_ANNOTATION) == target,
+                  promote=annotations.get(PROMOTE_STEP_ANNOTATION) == f"{target}/{progress.step}",
+                  abort=annotations.get(ABORT_ANNOTATION) == target,
+                  paused=bool(spec.get("rollout", {}).get("paused")) or annotations.get(PAUSE_ANNOTATION) == target,
+                  verdict=verdict[0], verdict_reason=verdict[1], analysis_required=analysed)
+
+
 def plan_canary(md: dict[str, Any], deployments: dict[str, dict[str, Any]], target: str | None,
-                stable: str | None, now: datetime) -> CanaryPlan | None:
-    """The canary decision, or None when this cycle is not a canary rollout (no stable yet, Rolling)."""
+                stable: str | None, now: datetime, window: a.Window | None = None,
+                route_ok: bool = True) -> CanaryPlan | None:
+    """The canary decision, or None when this cycle is not a canary rollout (no stable yet, Rolling).
+
+    ``route_ok``: with Gateway API routing, whether the route can be weighted (no weight moves otherwise).
+    """
     spec, status = md["spec"], md.get("status") or {}
     if not is_canary(spec) or not target or not stable or target == stable:
         return None
     canary_spec = spec.get("rollout", {}).get("canary", {})
-    steps = c.parse_steps(canary_spec)
+    steps, routed = c.parse_steps(canary_spec), route_ref(spec) is not None
     surge = canary_spec.get("capacityPolicy", "Surge") != "NoSurge"
+    split_of = c.route_split if routed else c.split_replicas
     progress = c.from_status(status.get("rollout") or {}, status.get("canaryRevision"), target, now)
+    cfg, state, verdict, why = _analysis(md, target, window, now)
     total = _total(spec, deployments.get(stable))
-    split = c.split_replicas(total, c.target_weight(steps, progress), surge)
+    goal = c.target_weight(steps, progress)
+    split = split_of(total, goal, surge)
     dep = deployments.get(target)
-    annotations = md["metadata"].get("annotations") or {}
-    gate = c.Gate(canary_ready=split.canary == 0 or deployment_available(dep, split.canary),
-                  achieved_weight=split.weight, promote_full=annotations.get(PROMOTE_ANNOTATION) == target,
-                  promote=annotations.get(PROMOTE_STEP_ANNOTATION) == f"{target}/{progress.step}",
-                  abort=annotations.get(ABORT_ANNOTATION) == target,
-                  paused=bool(spec.get("rollout", {}).get("paused")) or annotations.get(PAUSE_ANNOTATION) == target)
+    ready = route_ok and (split.canary == 0 or deployment_available(dep, split.canary))
+    gate = _gate(md, target, progress, ready, goal if routed else split.weight, (verdict, why), cfg is not None)
     nxt = c.advance(steps, progress, gate, now)
-    keep = None if surge else total  # NoSurge: what stable keeps, below
+    record = a.record(state, None, nxt.weight, now) if cfg else None
     if nxt.decision == c.PROMOTED:
-        return CanaryPlan(nxt, steps, total, deployment_available(dep, total), None, None if surge else 0)
+        return CanaryPlan(nxt, steps, total, deployment_available(dep, total), None, None if surge else 0,
+                          record, verdict, 100)
     if nxt.decision == c.ABORTED:
-        return CanaryPlan(nxt, steps, 0, False, None, keep)
-    after = c.split_replicas(total, c.target_weight(steps, nxt), surge)
-    return CanaryPlan(nxt, steps, after.canary, False, c.next_check(steps, nxt, now),
-                      None if surge else after.stable)
+        return _aborted(nxt, steps, dep, total, surge, routed, canary_spec, now, record, verdict)
+    after = split_of(total, c.target_weight(steps, nxt), surge)
+    wake = [t for t in (c.next_check(steps, nxt, now),
+                        a.seconds_until_due(record, cfg.interval, now) if cfg and record else None) if t is not None]
+    return CanaryPlan(nxt, steps, after.canary, False, min(wake) if wake else None,
+                      None if surge else after.stable, record, verdict, nxt.weight)
+
+
+def _aborted(nxt: c.Progress, steps: list[c.Step], dep: dict[str, Any] | None, total: int, surge: bool,
+             routed: bool, canary_spec: dict[str, Any], now: datetime, record: dict[str, Any] | None,
+             verdict: str) -> CanaryPlan:
+    """All traffic back on stable now; a routed Surge canary keeps its pods for abortScaleDownDelaySeconds.
+
+    With replica ratios the pods *are* the traffic, so the canary goes to zero at once; with NoSurge the
+    stable revision needs its replicas back at once, so the canary's go at once too (the GPU count stays).
+    """
+    keep = None if surge else total
+    left = _delay_left(nxt.decided_at, int(canary_spec.get("abortScaleDownDelaySeconds", 30)), now)
+    if routed and surge and left > 0:
+        replicas = int((dep or {}).get("spec", {}).get("replicas", 0))
+        return CanaryPlan(nxt, steps, replicas, False, left, keep, record, verdict, 0)
+    return CanaryPlan(nxt, steps, 0, False, None, keep, record, verdict, 0)
 
 
 def describe(plan: CanaryPlan) -> str:
@@ -106,7 +171,10 @@ def canary_conditions(plan: CanaryPlan, diag: Diagnosis | None, now: datetime,
     if p.decision == c.ABORTED:
         return [Cond(r.PROGRESSING, False, r.ROLLOUT_ABORTED, msg),
                 Cond(r.DEGRADED, True, r.ROLLOUT_ABORTED, msg)], None
-    progressing = Cond(r.PROGRESSING, True, r.CANARY_PAUSED if p.decision == c.PAUSED else r.CANARY_STEP, msg)
+    reason = r.CANARY_STEP
+    if p.decision == c.PAUSED:
+        reason = r.ANALYSIS_INCONCLUSIVE if plan.verdict == c.INCONCLUSIVE else r.CANARY_PAUSED
+    progressing = Cond(r.PROGRESSING, True, reason, msg)
     degraded = Cond(r.DEGRADED, True, diag.reason, diag.message) if diag else Cond(r.DEGRADED, False, r.AS_EXPECTED, "")
     waiting = p.step < len(plan.steps) and plan.steps[p.step].kind == c.SET_WEIGHT and p.step_started is not None
     if not waiting or p.step_started is None:

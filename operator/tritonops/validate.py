@@ -34,26 +34,29 @@ def _gpu_problems(spec: dict[str, Any]) -> list[str]:
     return problems
 
 
-def _canary_problems(spec: dict[str, Any]) -> list[str]:
-    """Canary features the API accepts whose controllers do not exist yet: refuse them rather than roll out
-    a canary nobody checks (the last good revision keeps serving)."""
+def _canary_problems(spec: dict[str, Any], prometheus: bool) -> list[str]:
+    """Canary features the operator cannot honour here: refuse them rather than roll out a canary nobody
+    checks (the last good revision keeps serving)."""
     rollout = spec.get("rollout", {})
     canary = rollout.get("canary", {})
     if rollout.get("strategy") != "Canary":
         return []
     problems = []
-    if canary.get("analysis") or any("analysis" in step for step in canary.get("steps", [])):
-        problems.append("spec.rollout.canary: metric analysis (analysis steps, canary.analysis) is not "
-                        "implemented yet: remove it and gate the canary with pause steps")
-    if canary.get("trafficRouting"):
-        problems.append("spec.rollout.canary.trafficRouting: Gateway API routing is not implemented yet: "
-                        "remove it; the canary's weight is set by replica counts")
+    analysis = canary.get("analysis") or {}
+    if analysis.get("metrics") and not prometheus and not analysis.get("prometheus"):
+        problems.append("spec.rollout.canary.analysis: the operator has no Prometheus to query: set "
+                        "spec.rollout.canary.analysis.prometheus.address, or install the operator with the "
+                        "chart value analysis.prometheus.url")
+    if any(m.get("name") == "PredictionDriftPSI" and not m.get("query") for m in analysis.get("metrics", [])):
+        problems.append("spec.rollout.canary.analysis.metrics: PredictionDriftPSI needs the drift monitor, which "
+                        "does not exist yet: remove it, or give it a query")
     return problems
 
 
-def problems_of(spec: dict[str, Any]) -> list[str]:
-    """Every reason the operator cannot honour ``spec`` (empty when it can)."""
-    problems = _gpu_problems(spec) + _canary_problems(spec)
+def problems_of(spec: dict[str, Any], prometheus: bool = True) -> list[str]:
+    """Every reason the operator cannot honour ``spec`` (empty when it can); ``prometheus``: the operator
+    has a Prometheus for canary analysis."""
+    problems = _gpu_problems(spec) + _canary_problems(spec, prometheus)
     try:
         render_model_config(spec)
     except ConfigError as err:

@@ -129,6 +129,7 @@ class OperatorProcess:
     resync_seconds: float = 2.0
     runtime_image: str = "tritonops-runtime:test"  # KWOK pods never pull it; e2e passes the imported image
     extra_env: dict[str, str] = field(default_factory=dict)
+    extra_args: list[str] = field(default_factory=list)
     proc: subprocess.Popen[bytes] | None = None
     metrics_port: int = 0
 
@@ -137,7 +138,7 @@ class OperatorProcess:
         env = {**os.environ, "KUBECONFIG": self.kubeconfig, **self.extra_env}
         cmd = [sys.executable, "-m", "tritonops", "run", "--namespace", self.namespace,
                "--metrics-port", str(self.metrics_port), "--health-port", str(health), "--listen-address", "127.0.0.1",
-               "--resync-seconds", str(self.resync_seconds), "--runtime-image", self.runtime_image]
+               "--resync-seconds", str(self.resync_seconds), "--runtime-image", self.runtime_image, *self.extra_args]
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         wait_until("operator metrics endpoint", self._metrics_text, timeout=60)

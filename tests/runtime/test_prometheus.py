@@ -9,17 +9,15 @@ from __future__ import annotations
 
 import contextlib
 import json
-import shutil
-import subprocess
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import yaml
 
 from tests.integration.waiting import wait_for
+from tests.prometheus import running_prometheus
 from tritonops import analysis, prom
 from tritonops_runtime.localtriton import TritonServer, free_port, running_tritonserver
 
@@ -60,34 +58,12 @@ def triton(tmp_path: Path) -> Iterator[TritonServer]:
 @pytest.fixture
 def prometheus(tmp_path: Path, triton: TritonServer) -> Iterator[str]:
     """Prometheus scraping Triton every second, labelling its series as the canary's pods would be."""
-    binary = shutil.which("prometheus")
-    if binary is None:
-        pytest.skip("prometheus not installed: bash hack/install-test-deps.sh (Debian's prometheus)")
     target = f"127.0.0.1:{triton.metrics_port}"
     config = {"global": {"scrape_interval": "1s"}, "scrape_configs": [{
         "job_name": "triton", "static_configs": [{"targets": [target],
                                                   "labels": {"namespace": "ml", "revision": "clf-b"}}]}]}
-    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
-    port = free_port()
-    with (tmp_path / "prometheus.log").open("wb") as log:
-        proc = subprocess.Popen([binary, f"--config.file={tmp_path / 'prometheus.yml'}",
-                                 f"--storage.tsdb.path={tmp_path / 'tsdb'}", f"--web.listen-address=127.0.0.1:{port}"],
-                                stdout=log, stderr=subprocess.STDOUT)
-        url = f"http://127.0.0.1:{port}"
-        try:
-            wait_for(lambda: proc.poll() is None and _ready(url), 60, "Prometheus ready")
-            yield url
-        finally:
-            proc.terminate()
-            proc.wait(15)
-
-
-def _ready(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{url}/-/ready", timeout=2) as resp:
-            return int(resp.status) == 200
-    except OSError:
-        return False
+    with running_prometheus(config, tmp_path / "prometheus") as url:
+        yield url
 
 
 def _infer(server: TritonServer, first: float) -> None:
@@ -122,3 +98,19 @@ def test_other_revisions_and_missing_series_give_no_value(prometheus: str) -> No
         prom.query(prometheus, "sum(")
     with pytest.raises(prom.PrometheusError, match="cannot query"):
         prom.query(f"http://127.0.0.1:{free_port()}", "up")
+
+
+def test_a_whole_window_measured_and_a_dead_prometheus_fails_it(triton: TritonServer, prometheus: str) -> None:
+    spec = {"intervalSeconds": 60, "metrics": [{"name": "ErrorRate", "thresholdRange": {"max": 0.05}},
+                                               {"name": "LatencyP99Ms", "thresholdRange": {"max": 5000}}]}
+    run = analysis.Run("ml", "clf-b", analysis.checks(spec, "ml", "clf-b"), analysis.requests_query("ml", "clf-b", 60),
+                       min_requests=10)
+    wait_for(lambda: prom.query(prometheus, run.requests_query) is not None, 60, "Triton's counters scraped")
+    for i in range(20):
+        _infer(triton, -1.0 if i % 4 == 0 else 1.0)  # 5 of 20 fail
+    wait_for(lambda: (prom.query(prometheus, run.requests_query) or 0) >= 19, 60, "20 requests in the window")
+    window = prom.measure(run, prom.Endpoint(prometheus))
+    assert (window.result, window.failed) == (analysis.FAILED, ["ErrorRate"]), window.message()
+    assert window.values["ErrorRate"] == pytest.approx(0.25, abs=0.05)
+    dead = prom.measure(run, prom.Endpoint(f"http://127.0.0.1:{free_port()}"))
+    assert dead.result == analysis.FAILED and "cannot query" in dead.message()  # fail closed, with the reason

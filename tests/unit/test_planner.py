@@ -38,7 +38,8 @@ def _store(observed: Observed, p: Plan, ready: bool = True) -> None:
         observed.deployments[dep["metadata"]["name"]] = ready_deployment(
             {**dep, "spec": {**dep["spec"], "replicas": obj["spec"]["replicas"]}})
     for kind, name in p.delete:
-        {"Deployment": observed.deployments, "ConfigMap": observed.config_maps}[kind].pop(name)
+        {"Deployment": observed.deployments, "ConfigMap": observed.config_maps,
+         "Service": observed.services}[kind].pop(name)
 
 
 def converge(md: dict[str, Any], observed: Observed, now: datetime = NOW) -> dict[str, Any]:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
 from tests.factories import model_deployment, with_spec
 from tests.unit.test_planner import NOW, OPTS, _cond, _store, converge
+from tritonops import analysis as a
 from tritonops.builders.meta import revision_of
 from tritonops.planner import Observed, Plan, plan
 
@@ -144,14 +147,126 @@ def test_pause_annotation_holds_this_canary_and_removing_it_resumes() -> None:
     assert md["status"]["stableRevision"] == canary
 
 
-def test_analysis_is_refused_until_it_exists_and_stable_keeps_serving() -> None:
-    md, observed, stable, _ = canary_md({"setWeight": 50}, {"analysis": {"durationSeconds": 60}})
+ANALYSIS = {"intervalSeconds": 30, "failureLimit": 2, "inconclusiveLimit": 2, "minRequests": 100,
+            "metrics": [{"name": "ErrorRate", "thresholdRange": {"max": 0.05}},
+                        {"name": "LatencyP99Ms", "thresholdRange": {"max": 40}}]}
+WITH_PROMETHEUS = replace(OPTS, prometheus=True)
+
+
+def analysed_md(*steps: dict[str, Any]) -> tuple[dict[str, Any], Observed, str, str]:
+    md, observed, stable, canary = canary_md(*steps)
+    md["spec"]["rollout"]["canary"]["analysis"] = ANALYSIS
+    return md, observed, stable, canary
+
+
+def window(canary: str, error_rate: float, requests: float = 500.0) -> a.Window:
+    checks = a.checks(ANALYSIS, "default", canary)
+    return a.judge(checks, {"ErrorRate": error_rate, "LatencyP99Ms": 12.0}, requests, 100, canary)
+
+
+def analysed(md: dict[str, Any], observed: Observed, seconds: float, win: a.Window | None = None) -> Plan:
+    """One cycle with the operator's Prometheus configured; ``win``: the window the controller measured."""
+    observed.analysis = win
+    p = plan(md, observed, NOW + timedelta(seconds=seconds), WITH_PROMETHEUS)
+    observed.analysis = None
+    _store(observed, p, True)
+    if p.status is not None:
+        md["status"] = p.status
+    return p
+
+
+def test_analysis_without_a_prometheus_is_refused_and_stable_keeps_serving() -> None:
+    md, observed, stable, _ = analysed_md({"setWeight": 50}, {"analysis": {"durationSeconds": 60}})
     p = cycle(md, observed)
     status = md["status"]
     assert _cond(status, "InvalidSpec") == ("True", "InvalidSpec")
-    assert "metric analysis" in next(c["message"] for c in status["conditions"] if c["type"] == "InvalidSpec")
+    assert "analysis.prometheus.url" in next(c["message"] for c in status["conditions"] if c["type"] == "InvalidSpec")
     assert status["stableRevision"] == stable and not p.delete
     assert [o["kind"] for o in p.apply if o["kind"] == "Deployment"] == []
+
+
+def test_passing_windows_complete_the_analysis_step_and_promote() -> None:
+    md, observed, stable, canary = analysed_md({"setWeight": 25}, {"analysis": {"durationSeconds": 60}})
+    analysed(md, observed, 0)
+    p = analysed(md, observed, 1)  # the canary is ready: weight 20 %, analysis counts from here
+    rollout = md["status"]["rollout"]
+    assert (rollout["weight"], rollout["currentStepIndex"], rollout["analysis"]) == (
+        20, 1, {"since": "2026-11-23T12:00:01Z"})
+    assert p.requeue_after == 30  # the next window is due in one interval
+    analysed(md, observed, 31, window(canary, 0.0))
+    rollout = md["status"]["rollout"]
+    assert rollout["analysis"]["result"] == "Passed" and rollout["currentStepIndex"] == 1  # 60 s not over
+    analysed(md, observed, 61, window(canary, 0.01))
+    analysed(md, observed, 62)  # promoted: canary scaled to the full size
+    analysed(md, observed, 63)
+    assert md["status"]["stableRevision"] == canary
+    assert ("Deployment", stable) in analysed(md, observed, 64).delete or stable not in observed.deployments
+
+
+def test_failed_windows_up_to_the_limit_abort_with_the_numbers() -> None:
+    md, observed, stable, canary = analysed_md({"setWeight": 50}, {"pause": {}})
+    analysed(md, observed, 0)
+    analysed(md, observed, 1)
+    p = analysed(md, observed, 31, window(canary, 0.2))
+    assert [(e.type, e.reason) for e in p.events] == [("Warning", "AnalysisFailed")]
+    assert md["status"]["rollout"]["decision"] == "Paused"  # one failure of two tolerated
+    assert replicas(observed, canary) == 4
+    p = analysed(md, observed, 61, window(canary, 0.3))
+    status = md["status"]
+    assert status["rollout"]["decision"] == "Aborted" and replicas(observed, canary) == 0
+    assert _cond(status, "Degraded") == ("True", "RolloutAborted")
+    assert ("Warning", "RolloutAborted") in [(e.type, e.reason) for e in p.events]
+    entry = status["history"][-1]
+    assert entry["outcome"] == "Aborted" and entry["revision"] == canary
+    assert "2 failed window(s), limit 2" in entry["message"] and "ErrorRate=0.3 (max 0.05)" in entry["message"]
+    assert status["stableRevision"] == stable and replicas(observed, stable) == 4
+    analysed(md, observed, 3600)  # the canary's pods are gone: replica counts catch up
+    assert analysed(md, observed, 3601).status is None  # an aborted canary stays aborted, stable serves
+
+
+def test_too_little_traffic_pauses_until_a_user_promotes_the_step() -> None:
+    md, observed, _, canary = analysed_md({"setWeight": 25}, {"analysis": {"durationSeconds": 30}})
+    analysed(md, observed, 0)
+    analysed(md, observed, 1)
+    analysed(md, observed, 31, window(canary, 0.0, requests=5))
+    assert md["status"]["rollout"]["decision"] == "Progressing"
+    analysed(md, observed, 61, window(canary, 0.0, requests=5))
+    status = md["status"]
+    assert status["rollout"]["decision"] == "Paused" and status["canaryWeight"] == 20  # keeps its share
+    assert _cond(status, "Progressing") == ("True", "AnalysisInconclusive")
+    assert "too little canary traffic" in status["rollout"]["message"]
+    md["metadata"]["annotations"] = {"tritonops.io/promote-step": f"{canary}/1"}
+    analysed(md, observed, 91, window(canary, 0.0))  # traffic is back and passes: the step completes
+    assert md["status"]["rollout"]["decision"] in ("Progressing", "Promoted")
+    assert md["status"]["rollout"]["currentStepIndex"] == 2
+
+
+def test_every_step_done_waits_for_a_passing_window_before_promoting() -> None:
+    md, observed, _, canary = analysed_md({"setWeight": 25})
+    analysed(md, observed, 0)
+    analysed(md, observed, 1)
+    assert md["status"]["rollout"]["message"].startswith("every step done; waiting for a passing analysis")
+    analysed(md, observed, 31, window(canary, 0.0))
+    assert md["status"]["rollout"]["decision"] == "Promoted"
+
+
+def test_a_restarted_operator_resumes_the_analysis_record_from_status() -> None:
+    md, observed, _, canary = analysed_md({"setWeight": 50}, {"pause": {}})
+    analysed(md, observed, 0)
+    analysed(md, observed, 1)
+    analysed(md, observed, 31, window(canary, 0.2))
+    md = json.loads(json.dumps(md))  # a new process sees only what the API server holds
+    analysed(md, observed, 61, window(canary, 0.2))
+    assert md["status"]["rollout"]["decision"] == "Aborted"
+    assert md["status"]["rollout"]["analysis"]["failures"] == 2
+
+
+def test_a_window_of_another_revision_is_ignored() -> None:
+    md, observed, _, _ = analysed_md({"setWeight": 50}, {"pause": {}})
+    analysed(md, observed, 0)
+    analysed(md, observed, 1)
+    analysed(md, observed, 31, window("clf-0000000000", 0.9))
+    assert "windows" not in md["status"]["rollout"]["analysis"]
 
 
 def test_no_surge_lends_stable_replicas_to_the_canary_and_abort_returns_them() -> None:

@@ -27,25 +27,57 @@ def _step() -> Schema:
     )
 
 
+def _prometheus() -> Schema:
+    return obj(
+        {
+            "address": string("Base URL, e.g. http://prometheus-operated.monitoring:9090.", max_length=2048,
+                              min_length=1),
+            "insecureSkipVerify": boolean("Skip verifying an https address's certificate.", default=False),
+        },
+        "Overrides the address of the operator's Prometheus (chart value analysis.prometheus.url) for this "
+        "ModelDeployment. The bearer token and CA bundle stay the operator's (chart values): the operator "
+        "is not granted to read Secrets.",
+        required=("address",),
+        rules=(rule("self.address.startsWith('http://') || self.address.startsWith('https://')",
+                    "spec.rollout.canary.analysis.prometheus.address must be an http:// or https:// URL",
+                    field_path=".address"),),
+    )
+
+
 def _analysis() -> Schema:
     metric = obj(
         {
-            "name": string(max_length=32, enum=ANALYSIS_METRICS),
+            "name": string(f"A built-in metric ({', '.join(ANALYSIS_METRICS)}) or, with query, any name.",
+                           max_length=63, min_length=1),
+            "query": string("PromQL returning one number for the canary; {{namespace}} and {{revision}} are "
+                            "replaced by the canary's.", max_length=4096),
             "thresholdRange": obj(
                 {"min": number(), "max": number()},
                 rules=(rule("has(self.min) || has(self.max)",
                             "thresholdRange needs a bound: set max (fail above it) or min (fail below it)"),)),
         },
         required=("name", "thresholdRange"),
+        rules=(rule(f"has(self.query) || self.name in {list(ANALYSIS_METRICS)}",
+                    f"spec.rollout.canary.analysis.metrics[]: set query, or use a built-in name: "
+                    f"{', '.join(ANALYSIS_METRICS)}", field_path=".name"),),
     )
     return obj(
         {
-            "intervalSeconds": integer(minimum=5, maximum=3600, default=60),
-            "failureLimit": integer("Failed checks tolerated before rollback.", minimum=0, maximum=100,
-                                    default=1),
-            "metrics": array(metric, max_items=16, list_type="map", map_keys=("name",)),
+            "intervalSeconds": integer("Length of an analysis window; one runs every interval once the canary "
+                                       "takes traffic.", minimum=5, maximum=3600, default=60),
+            "failureLimit": integer("Failed windows (in all) that abort the canary.", minimum=1, maximum=100,
+                                    default=2),
+            "inconclusiveLimit": integer("Windows in a row with fewer than minRequests canary requests that "
+                                         "pause the rollout (too little traffic to judge).", minimum=1,
+                                         maximum=100, default=3),
+            "minRequests": integer("Canary requests a window needs to be judged.", minimum=0,
+                                   maximum=1000000000, default=20),
+            "metrics": array(metric, max_items=16, min_items=1, list_type="map", map_keys=("name",)),
+            "prometheus": _prometheus(),
         },
-        "Checks run against the canary; missing data counts as a failed check.",
+        "Checks run against the canary from Prometheus; a missing series or a provider error counts as a "
+        "failed check.",
+        required=("metrics",),
     )
 
 
@@ -60,17 +92,30 @@ def rollout_schema() -> Schema:
                                      max_length=8, enum=("Surge", "NoSurge"), default="Surge"),
             "analysis": _analysis(),
             "trafficRouting": obj({"gatewayAPI": obj({"httpRouteRef": obj(
-                {"name": string(max_length=253, min_length=1)}, required=("name",))})}),
+                {"name": string(max_length=253, min_length=1)}, required=("name",))}, required=("httpRouteRef",))},
+                "Weight the traffic on an HTTPRoute of yours (same namespace) instead of by replica counts: the "
+                "operator sets the weighted backendRefs of the route's rules that point at this model's Service, "
+                "under its own field manager (tritonops-traffic), and creates a Service per revision."),
+            "scaleDownDelaySeconds": integer("Gateway API routing: how long the old stable revision keeps its pods "
+                                             "after the route moved all traffic to the promoted canary (replica "
+                                             "ratio: the pods are the traffic, they go at once).", minimum=0,
+                                             maximum=86400, default=30),
+            "abortScaleDownDelaySeconds": integer("Gateway API routing: how long an aborted canary keeps its pods "
+                                                  "after the route sent all traffic back to stable (replica ratio: "
+                                                  "scaled to zero at once).", minimum=0, maximum=86400,
+                                                  default=30),
         },
         rules=(rule("!has(self.steps) || self.steps.filter(s, has(s.setWeight)).map(s, s.setWeight).isSorted()",
-                    "spec.rollout.canary.steps: setWeight values must not decrease", field_path=".steps"),),
+                    "spec.rollout.canary.steps: setWeight values must not decrease", field_path=".steps"),
+               rule("!has(self.steps) || !self.steps.exists(s, has(s.analysis)) || has(self.analysis)",
+                    "spec.rollout.canary.steps has an analysis step: set spec.rollout.canary.analysis.metrics",
+                    field_path=".analysis")),
     )
     return obj(
         {
             "strategy": string("Rolling replaces the revision once the new one is available; Canary "
-                               "shifts traffic by setWeight and pause steps, by replica ratio (metric "
-                               "analysis and Gateway API routing are not implemented yet and are refused "
-                               "with InvalidSpec).", max_length=16,
+                               "shifts traffic by setWeight, pause and analysis steps, gated by metric "
+                               "analysis.", max_length=16,
                                enum=("Rolling", "Canary"), default="Rolling"),
             "progressDeadlineSeconds": integer(minimum=30, maximum=86400, default=600),
             "revisionHistoryLimit": integer(minimum=0, maximum=100, default=10),

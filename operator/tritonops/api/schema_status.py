@@ -33,6 +33,27 @@ def _history_entry() -> Schema:
     })
 
 
+def _analysis_record() -> Schema:
+    check = obj({
+        "name": string(max_length=63),
+        "result": string("Passed, Failed or Inconclusive.", max_length=16),
+        "value": number("No value: the series was missing or Prometheus did not answer (a failed check)."),
+        "min": number(),
+        "max": number(),
+    })
+    return obj({
+        "since": string("When the canary first took traffic; windows count from here.", max_length=64),
+        "lastRunAt": string(max_length=64),
+        "windows": integer("Windows measured.", minimum=0),
+        "failures": integer("Failed windows in all.", minimum=0),
+        "inconclusive": integer("Inconclusive windows in a row.", minimum=0),
+        "result": string("The last window's verdict: Passed, Failed or Inconclusive.", max_length=16),
+        "requests": number("Canary requests in the last window."),
+        "message": string("The last window's numbers.", max_length=1024),
+        "checks": array(check, max_items=16),
+    }, "Canary analysis: the record of its windows.")
+
+
 def status_schema() -> Schema:
     """``status``."""
     return obj(
@@ -55,9 +76,9 @@ def status_schema() -> Schema:
                 "weight": integer("Canary: percent of traffic the canary takes, as achieved.", minimum=0,
                                   maximum=100),
                 "decision": string("Canary: Progressing, Paused, Promoted or Aborted.", max_length=16),
-                "failedChecks": integer(minimum=0),
-                "pauseStartedAt": string(max_length=64),
                 "message": string(max_length=1024),
+                "decidedAt": string("Canary: when it was promoted or aborted.", max_length=64),
+                "analysis": _analysis_record(),
             }),
             "drift": obj({
                 "score": number(),

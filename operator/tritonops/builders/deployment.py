@@ -37,6 +37,7 @@ class BuildOptions:
 
     runtime_image: str = "ghcr.io/tritonops/tritonops-runtime:0.1.0"
     runtime_pull_policy: str = "IfNotPresent"
+    prometheus: bool = False  # the operator has a Prometheus for canary analysis (validation asks)
 
 
 def requests_gpu(spec: dict[str, Any]) -> bool:
@@ -94,11 +95,16 @@ def _fetch_container(spec: dict[str, Any], opts: BuildOptions) -> dict[str, Any]
 
 
 def triton_args(runtime: dict[str, Any]) -> list[str]:
-    """tritonserver arguments: the pod contract first, the user's extra args last."""
+    """tritonserver arguments: the pod contract first, the user's extra args last.
+
+    Latency summaries (p50/p90/p99 per model) are on: the canary's LatencyP99Ms and QueueTimeP99Ms checks
+    read them.
+    """
     return [
         f"--model-repository={c.MODEL_REPOSITORY}", "--model-control-mode=none", "--strict-readiness=true",
         f"--exit-timeout-secs={runtime.get('exitTimeoutSeconds', 30)}", f"--http-port={c.HTTP_PORT}",
-        f"--grpc-port={c.GRPC_PORT}", f"--metrics-port={c.METRICS_PORT}", *runtime.get("args", []),
+        f"--grpc-port={c.GRPC_PORT}", f"--metrics-port={c.METRICS_PORT}", "--metrics-config=summary_latencies=true",
+        *runtime.get("args", []),
     ]
 
 

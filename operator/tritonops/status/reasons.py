@@ -30,6 +30,8 @@ MODEL_FETCH_FAILED: Final = "ModelFetchFailed"  # Degraded: the init container c
 MODEL_LOAD_FAILED: Final = "ModelLoadFailed"  # Degraded: tritonserver keeps failing to start
 CANARY_STEP: Final = "CanaryStep"  # Progressing: a canary is walking its steps
 CANARY_PAUSED: Final = "CanaryPaused"  # Progressing: a canary waits for a user (pause step, spec.rollout.paused)
+TRAFFIC_ROUTE_UNUSABLE: Final = "TrafficRouteUnusable"  # Degraded: the canary's HTTPRoute is missing or unusable
+ANALYSIS_INCONCLUSIVE: Final = "AnalysisInconclusive"  # Progressing: paused, too little canary traffic to judge
 ROLLOUT_ABORTED: Final = "RolloutAborted"  # Degraded/Progressing: the canary was aborted; stable serves alone
 AS_EXPECTED: Final = "AsExpected"  # Degraded False
 SPEC_VALID: Final = "SpecValid"  # InvalidSpec False
@@ -38,6 +40,7 @@ INVALID_SPEC_REASON: Final = "InvalidSpec"  # InvalidSpec True
 # --- event reasons -----------------------------------------------------------------------------
 EVENT_REVISION_PROMOTED: Final = "RevisionPromoted"
 EVENT_CANARY_STEP: Final = "CanaryStep"  # a canary completed a step (the message has weight and step)
+EVENT_ANALYSIS_FAILED: Final = "AnalysisFailed"  # a canary analysis window failed (the message has the numbers)
 
 # --- phases (display only; derived from conditions) -------------------------------------------
 PHASE_PENDING: Final = "Pending"
