@@ -25,7 +25,7 @@ the same stable revision (:func:`start`).
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Final
 
 SET_WEIGHT: Final = "setWeight"
@@ -92,9 +92,15 @@ class Gate:
     analysis_required: bool = False  # the canary has analysis checks: promotion needs a Passed verdict
 
 
+def whole_second(now: datetime) -> datetime:
+    """``now`` rounded *up* to a whole second: status times have one-second precision, and a step start
+    rounded down would end a timed pause up to a second early (measured on the real node)."""
+    return now if not now.microsecond else now.replace(microsecond=0) + timedelta(seconds=1)
+
+
 def start(canary: str, now: datetime) -> Progress:
     """A fresh rollout of ``canary`` (also when a new spec replaces the canary mid-rollout)."""
-    return Progress(canary, step_started=now)
+    return Progress(canary, step_started=whole_second(now))
 
 
 def target_weight(steps: list[Step], progress: Progress) -> int:
@@ -117,7 +123,7 @@ def _elapsed(progress: Progress, now: datetime) -> float:
 
 def _complete(step: Step, progress: Progress, gate: Gate, now: datetime) -> Progress | None:
     """``progress`` moved past ``step``, or None while the step must wait."""
-    done = replace(progress, step=progress.step + 1, step_started=now, decision=PROGRESSING, reason="")
+    done = replace(progress, step=progress.step + 1, step_started=whole_second(now), decision=PROGRESSING, reason="")
     if step.kind == SET_WEIGHT:
         return replace(done, weight=gate.achieved_weight) if gate.canary_ready else None
     if step.kind == PAUSE:

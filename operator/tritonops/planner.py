@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from tritonops import rolling
 from tritonops.analysis import FAILED, Window
 from tritonops.builders.configmap import build_config_map
 from tritonops.builders.deployment import BuildOptions, build_deployment, deployment_replicas
@@ -103,13 +104,31 @@ def _revisions(md: dict[str, Any], observed: Observed, target: str | None, stabl
     return _Revisions(target, stable, False)
 
 
+def _rolling(md: dict[str, Any], observed: Observed, revs: _Revisions,
+             canary: CanaryPlan | None) -> tuple[int, int] | None:
+    """(stable, target) replicas of a Rolling update with maxSurge/maxUnavailable, or None (not rolling)."""
+    total = desired_replicas(md["spec"])
+    stable_dep = observed.deployments.get(revs.stable or "")
+    if canary or total is None or not revs.target or revs.target == revs.stable or stable_dep is None:
+        return None
+    limits = rolling.bounds(md["spec"], total)
+    if limits is None:
+        return None
+
+    def side(dep: dict[str, Any] | None) -> rolling.Side:
+        return rolling.Side(int((dep or {}).get("spec", {}).get("replicas", 0)),
+                            int((dep or {}).get("status", {}).get("availableReplicas", 0)))
+
+    return rolling.split(total, *limits, side(stable_dep), side(observed.deployments.get(revs.target)))
+
+
 def _desired(md: dict[str, Any], owner: Owner, revs: _Revisions, opts: BuildOptions,
-             canary: CanaryPlan | None) -> list[dict[str, Any]]:
+             canary: CanaryPlan | None, rolled: tuple[int, int] | None) -> list[dict[str, Any]]:
     target = revs.target
     objs = [build_service(owner), *revision_services(md, owner, [revs.stable, target] if target else [])]
     if target:
         spec = md["spec"]
-        replicas = canary.canary_replicas if canary else desired_replicas(spec)
+        replicas = canary.canary_replicas if canary else rolled[1] if rolled else desired_replicas(spec)
         objs.append(build_config_map(owner, target, render_model_config(spec)))
         objs.append(build_deployment(owner, target, spec, replicas, opts))
     return objs
@@ -150,7 +169,8 @@ def plan(md: dict[str, Any], observed: Observed, now: datetime, opts: BuildOptio
     revs = _revisions(md, observed, target, stable, canary)
     if revs.promoted:
         canary = None  # promoted this cycle: the rest of the plan treats it as the stable revision
-    desired = _desired(md, owner, revs, opts, canary)
+    rolled = _rolling(md, observed, revs, canary)
+    desired = _desired(md, owner, revs, opts, canary, rolled)
     drift = [(o, first_difference(_observed_of(observed, o), o)) for o in desired]
     to_apply = [(o, why) for o, why in drift if why is not None]
     new_status, events, requeue = _status(md, observed, revs, problems, now, canary, blocked)
@@ -160,19 +180,21 @@ def plan(md: dict[str, Any], observed: Observed, now: datetime, opts: BuildOptio
                           canary.route_weight if canary else 0) if target else None
     old = {k: v for k, v in (md.get("status") or {}).items() if k != "kopf"}
     return Plan(apply=[o for o, _ in to_apply], why=[w for _, w in to_apply],
-                scale=_scale(observed, revs, canary, meta["namespace"]),
+                scale=_scale(observed, revs, canary.stable_replicas if canary else rolled and rolled[0],
+                             meta["namespace"]),
                 delete=_deletions(observed, revs, bool(route_ref(spec)), delay > 0),
                 status=None if new_status == old else new_status, events=events, requeue_after=requeue, route=route)
 
 
-def _scale(observed: Observed, revs: _Revisions, canary: CanaryPlan | None, namespace: str) -> list[dict[str, Any]]:
-    """The stable Deployment's replicas when a NoSurge canary borrows or returns them."""
-    if canary is None or canary.stable_replicas is None or not revs.stable:
+def _scale(observed: Observed, revs: _Revisions, keep: int | None, namespace: str) -> list[dict[str, Any]]:
+    """The stable Deployment's replicas when a NoSurge canary borrows or returns them, or a Rolling update
+    with maxSurge/maxUnavailable shrinks it (``keep``: what it keeps; None: leave it alone)."""
+    if keep is None or not revs.stable:
         return []
     dep = observed.deployments.get(revs.stable)
-    if dep is None or dep.get("spec", {}).get("replicas") == canary.stable_replicas:
+    if dep is None or dep.get("spec", {}).get("replicas") == keep:
         return []
-    return [deployment_replicas(revs.stable, namespace, canary.stable_replicas)]
+    return [deployment_replicas(revs.stable, namespace, keep)]
 
 
 # --- status ------------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ import yaml
 from tests.chart.test_gitops import ARGOCD, GITOPS, run_lua
 from tests.chart.tools import CHART, VALUES_DIR, documents, helm_template
 from tests.integration.support import Api, OperatorProcess, helm, kubectl, ready
+from tests.integration.test_canary import kubectl_tritonops
 from tests.integration.waiting import wait_for
 from tritonops.devcluster.session import create_namespace, delete_namespace
 
@@ -139,3 +140,20 @@ def test_applied_manifest_shows_no_drift_after_reconcile(cluster: Any, api: Api,
     # The Argo CD health check reads the live status as Healthy.
     health = run_lua(ARGOCD / "health.lua", after, tmp_path)["result"]
     assert health["status"] == "Healthy", health
+    # A new version committed with a canary, in flight and held by a user's pause: still no drift.
+    manifest["spec"]["model"]["version"] = 2
+    manifest["spec"]["rollout"] = {"strategy": "Canary", "canary": {"steps": [{"setWeight": 50}, {"pause": {}}]}}
+    ssa_file.write_text(yaml.safe_dump(manifest))
+    kubectl(cluster, "apply", "--server-side", "--field-manager=argocd-controller", "-f", str(ssa_file))
+
+    def paused() -> bool:
+        rollout = ((api.md(namespace, "classifier") or {}).get("status") or {}).get("rollout") or {}
+        return rollout.get("decision") == "Paused"
+
+    wait_for(paused, timeout=90, what="canary paused at its pause step")
+    kubectl_tritonops(cluster, "pause", "classifier", "-n", namespace)
+    diff = kubectl(cluster, "diff", "--server-side", "--field-manager=argocd-controller", "-f", str(ssa_file),
+                   check=False)
+    assert (diff.returncode, diff.stdout) == (0, ""), diff.stdout + diff.stderr
+    md = api.md(namespace, "classifier") or {}
+    assert md["status"].get("canaryRevision") and md["metadata"]["annotations"]["tritonops.io/pause"]

@@ -134,3 +134,31 @@ def test_no_surge_canary_fits_where_a_surge_cannot(api: Api, operator: OperatorP
         assert degraded.get("status") == "False"
     finally:
         api.core.delete_node(node)
+
+
+def test_rolling_without_surge_fits_on_exactly_its_gpus(api: Api, operator: OperatorProcess, namespace: str,
+                                                        cluster: Any) -> None:
+    """maxSurge 0 / maxUnavailable 1 on a pool with exactly the model's GPUs: one pod at a time, never more."""
+    if not cluster.owned:
+        pytest.skip("creates a KWOK GPU node; only on the suite's own control plane")
+    node = f"gpu-{namespace}"[:63]
+    api.core.create_node(gpu_node(node, namespace, 3))
+    try:
+        api.create_md(namespace, md_body("roll", replicas=3, nodeSelector={"tritonops.io/test-pool": namespace}))
+        old = wait_until("v1 Ready", lambda: converged(api, namespace, "roll"), timeout=90)["status"]["stableRevision"]
+        api.patch_md(namespace, "roll", {"spec": {"model": {"version": 2}, "rollout": {
+            "strategy": "Rolling", "rolling": {"maxSurge": 0, "maxUnavailable": 1}}}})
+        most = 0
+
+        def rolled() -> dict[str, Any] | None:
+            nonlocal most
+            most = max(most, sum(d.spec.replicas or 0 for d in api.deployments(namespace, "roll")))
+            md = converged(api, namespace, "roll")
+            return md if md and md["status"]["stableRevision"] != old else None
+
+        md = wait_until("version 2 serving on the same GPUs", rolled, timeout=120, interval=0.1)
+        assert most <= 3, f"{most} replicas at once on a pool of 3 GPUs"
+        assert replicas(api, namespace, md["status"]["stableRevision"]) == 3
+        assert (api.condition(namespace, "roll", "Degraded") or {}).get("status") == "False"
+    finally:
+        api.core.delete_node(node)

@@ -8,6 +8,7 @@ Services, ownership, delays), not that a data plane honours it.
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import pytest
@@ -48,7 +49,7 @@ def routed_canary(api: Api, cluster: Any, ns: str, name: str, steps: list[dict[s
     kubectl(cluster, "apply", "-n", ns, "--server-side", "--field-manager=user", "-f", "-",
             stdin=yaml.safe_dump(user_route(f"{name}-route", name)))
     api.patch_md(ns, name, {"spec": {"model": {"version": 2}, "rollout": {"strategy": "Canary", "canary": {
-        "steps": steps, "scaleDownDelaySeconds": 4, "abortScaleDownDelaySeconds": 4,
+        "steps": steps, "scaleDownDelaySeconds": 6, "abortScaleDownDelaySeconds": 4,
         "trafficRouting": {"gatewayAPI": {"httpRouteRef": {"name": f"{name}-route"}}}}}}})
     md = wait_until("a canary revision", lambda: (m := api.md(ns, name)) and m["status"].get("canaryRevision") and m,
                     timeout=60)
@@ -60,8 +61,8 @@ def test_the_route_carries_exact_weights_and_the_users_fields_stay_theirs(
     stable, canary = routed_canary(api, cluster, namespace, "gw", [{"setWeight": 30}, {"pause": {}}])
     wait_until("route at 70/30", lambda: weights(api, namespace, "gw-route") == [(stable, 70), (canary, 30)],
                timeout=60)
-    md = api.md(namespace, "gw") or {}
-    assert md["status"]["canaryWeight"] == 30  # exact on a route (replicas would give 1 of 3 = 33)
+    # the route is written before the status in a cycle; exact on a route (replicas would give 1 of 3 = 33)
+    wait_until("status at 30", lambda: (api.md(namespace, "gw") or {})["status"].get("canaryWeight") == 30)
     assert api.apps.read_namespaced_deployment(canary, namespace).spec.replicas == 1  # ceil(2 x 30 %)
     r = route(api, namespace, "gw-route")
     assert r["spec"]["parentRefs"] == [{"group": GROUP, "kind": "Gateway", "name": "public"}]
@@ -78,11 +79,12 @@ def test_the_route_carries_exact_weights_and_the_users_fields_stay_theirs(
     api.custom.patch_namespaced_custom_object("tritonops.io", "v1alpha1", namespace, "modeldeployments", "gw",
                                               {"metadata": {"annotations": {"tritonops.io/promote": canary}}})
     wait_until("route all on the promoted revision", lambda: weights(api, namespace, "gw-route") == [(canary, 100)],
-               timeout=60)
-    names = {d.metadata.name for d in api.deployments(namespace, "gw")}
-    assert stable in names, "the old stable went before scaleDownDelaySeconds"
+               timeout=60, interval=0.1)
+    moved = time.monotonic()
     wait_until("old stable removed after the delay",
-               lambda: {d.metadata.name for d in api.deployments(namespace, "gw")} == {canary}, timeout=60)
+               lambda: {d.metadata.name for d in api.deployments(namespace, "gw")} == {canary}, timeout=60,
+               interval=0.1)
+    assert time.monotonic() - moved >= 6 - 1.5, "the old stable went before scaleDownDelaySeconds (6 s)"
     wait_until("its revision Service removed", lambda: stable not in {
         s.metadata.name for s in api.core.list_namespaced_service(namespace).items}, timeout=30)
 

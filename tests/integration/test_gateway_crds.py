@@ -74,9 +74,9 @@ def owned(obj: dict[str, Any], manager: str) -> dict[str, Any]:
 
 
 def test_crds_install_established_and_idempotent(cluster: Any, gateway_api: list[str]) -> None:
-    if cluster.owned:  # our own control plane starts without them
-        assert {HTTPROUTE_CRD, "gateways.gateway.networking.k8s.io",
-                "gatewayclasses.gateway.networking.k8s.io"} <= set(gateway_api)
+    if cluster.owned:  # our control plane starts without them; an earlier test of the session may have installed them
+        for name in (HTTPROUTE_CRD, "gateways.gateway.networking.k8s.io", "gatewayclasses.gateway.networking.k8s.io"):
+            assert kubectl(cluster, "get", "crd", name, check=False).returncode == 0, name
     crd = json.loads(kubectl(cluster, "get", "crd", HTTPROUTE_CRD, "-o", "json").stdout)
     conditions = {c["type"]: c["status"] for c in crd["status"]["conditions"]}
     assert conditions["Established"] == "True"

@@ -90,6 +90,22 @@ CASES: list[tuple[str, str, Any, str]] = [
     ("drift-reference-bad-scheme", "spec.drift",
      {"enabled": True, "reference": {"storageUri": "ftp://host/profile.json"}},
      "spec.drift.reference.storageUri must be an s3://, gs://, http(s)://, pvc:// or file:/// URI"),
+    ("custom-check-without-query", "spec.rollout",
+     {"strategy": "Canary", "canary": {"steps": [{"setWeight": 10}],
+                                       "analysis": {"metrics": [{"name": "Mine", "thresholdRange": {"max": 1}}]}}},
+     "spec.rollout.canary.analysis.metrics[]: set query, or use a built-in name"),
+    ("analysis-step-without-analysis", "spec.rollout",
+     {"strategy": "Canary", "canary": {"steps": [{"setWeight": 10}, {"analysis": {"durationSeconds": 60}}]}},
+     "spec.rollout.canary.steps has an analysis step: set spec.rollout.canary.analysis.metrics"),
+    ("prometheus-not-a-url", "spec.rollout",
+     {"strategy": "Canary", "canary": {"steps": [{"setWeight": 10}], "analysis": {
+         "prometheus": {"address": "prometheus:9090"},
+         "metrics": [{"name": "ErrorRate", "thresholdRange": {"max": 0.01}}]}}},
+     "spec.rollout.canary.analysis.prometheus.address must be an http:// or https:// URL"),
+    ("rolling-without-room", "spec.rollout", {"strategy": "Rolling", "rolling": {"maxSurge": "0%"}},
+     "spec.rollout.rolling: maxSurge and maxUnavailable cannot both be 0"),
+    ("rolling-bad-percent", "spec.rollout", {"strategy": "Rolling", "rolling": {"maxUnavailable": "150%"}},
+     "spec.rollout.rolling.maxUnavailable in body should match"),
 ]
 
 

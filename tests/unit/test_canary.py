@@ -131,3 +131,10 @@ def test_a_weight_step_after_a_pause_waits_for_readiness_at_its_own_weight() -> 
     p = c.Progress("md-b", step=1, weight=10, step_started=T0)
     out = c.advance(STEPS, p, c.Gate(canary_ready=True, achieved_weight=10), at(60))  # ready at 10 %, not 50
     assert (out.step, out.weight) == (2, 10) and c.target_weight(STEPS, out) == 50
+
+
+def test_a_step_start_is_rounded_up_so_a_timed_pause_never_ends_early() -> None:
+    now = datetime(2026, 11, 30, 12, 0, 0, 400_000, tzinfo=UTC)
+    started = c.start("clf-b", now).step_started
+    assert started == datetime(2026, 11, 30, 12, 0, 1, tzinfo=UTC)
+    assert c.from_status(c.to_status(c.start("clf-b", now)), "clf-b", "clf-b", now).step_started == started

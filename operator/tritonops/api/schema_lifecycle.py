@@ -47,8 +47,8 @@ def _prometheus() -> Schema:
 def _analysis() -> Schema:
     metric = obj(
         {
-            "name": string(f"A built-in metric ({', '.join(ANALYSIS_METRICS)}) or, with query, any name.",
-                           max_length=63, min_length=1),
+            "name": string(f"A built-in metric ({', '.join(ANALYSIS_METRICS)}; PredictionDriftPSI is refused "
+                           "until the drift monitor exists) or, with query, any name.", max_length=63, min_length=1),
             "query": string("PromQL returning one number for the canary; {{namespace}} and {{revision}} are "
                             "replaced by the canary's.", max_length=4096),
             "thresholdRange": obj(
@@ -68,8 +68,11 @@ def _analysis() -> Schema:
             "failureLimit": integer("Failed windows (in all) that abort the canary.", minimum=1, maximum=100,
                                     default=2),
             "inconclusiveLimit": integer("Windows in a row with fewer than minRequests canary requests that "
-                                         "pause the rollout (too little traffic to judge).", minimum=1,
-                                         maximum=100, default=3),
+                                         "pause the rollout with Progressing/AnalysisInconclusive (too little "
+                                         "traffic to judge) until the step is promoted. Paused rather than "
+                                         "failed (Flagger fails, Argo Rollouts pauses): low traffic says nothing "
+                                         "against the model, and a canary never promotes without a passing "
+                                         "window anyway.", minimum=1, maximum=100, default=3),
             "minRequests": integer("Canary requests a window needs to be judged.", minimum=0,
                                    maximum=1000000000, default=20),
             "metrics": array(metric, max_items=16, min_items=1, list_type="map", map_keys=("name",)),
@@ -79,6 +82,11 @@ def _analysis() -> Schema:
         "failed check.",
         required=("metrics",),
     )
+
+
+def _int_or_percent(description: str) -> Schema:
+    return {"x-kubernetes-int-or-string": True, "anyOf": [{"type": "integer"}, {"type": "string"}],
+            "pattern": r"^(100|[1-9]?[0-9])%$|^[0-9]+$", "description": description}
 
 
 def rollout_schema() -> Schema:
@@ -121,6 +129,18 @@ def rollout_schema() -> Schema:
             "revisionHistoryLimit": integer(minimum=0, maximum=100, default=10),
             "paused": boolean(default=False),
             "canary": canary,
+            "rolling": obj(
+                {"maxSurge": _int_or_percent("Replicas the target may add above spec.replicas (a count or a "
+                                             "percentage, rounded up). Default 25%."),
+                 "maxUnavailable": _int_or_percent("Replicas that may be unavailable during the update (a count "
+                                                   "or a percentage, rounded down). Default 0.")},
+                "Rolling strategy: replace the stable revision's pods step by step. Without it the new revision "
+                "gets every replica at once and the old one keeps all of its until the new one is available. "
+                "maxSurge 0 with maxUnavailable 1 keeps the GPU count constant.",
+                rules=(rule("!(has(self.maxSurge) && string(self.maxSurge) in ['0', '0%'] && "
+                            "(!has(self.maxUnavailable) || string(self.maxUnavailable) in ['0', '0%']))",
+                            "spec.rollout.rolling: maxSurge and maxUnavailable cannot both be 0: allow one "
+                            "replica of surge or of unavailability"),)),
         },
         "How a new revision replaces the serving one.",
         default={},
