@@ -40,10 +40,27 @@ ENV_CONFIG_FILE: Final = "TRITONOPS_CONFIG_FILE"
 ENV_PVC_ROOT: Final = "TRITONOPS_PVC_ROOT"
 ENV_MAX_BYTES: Final = "TRITONOPS_MAX_BYTES"
 ENV_TERMINATION_LOG: Final = "TRITONOPS_TERMINATION_LOG"
-# Credentials and S3-compatible endpoints come from the user's secret via envFrom: AWS_ACCESS_KEY_ID,
-# AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, AWS_REGION, AWS_ENDPOINT_URL (see tritonops_runtime.sources).
+# Credentials, region and S3-compatible endpoint, read from the user's secret (spec.model.credentials) by
+# tritonops_runtime.sources; the fetcher reads no other key of that secret.
+ENV_AWS_ACCESS_KEY_ID: Final = "AWS_ACCESS_KEY_ID"
+ENV_AWS_SECRET_ACCESS_KEY: Final = "AWS_SECRET_ACCESS_KEY"
+ENV_AWS_SESSION_TOKEN: Final = "AWS_SESSION_TOKEN"  # optional (STS); signed as x-amz-security-token
+ENV_AWS_REGION: Final = "AWS_REGION"  # first of the two regions set wins; default us-east-1
+ENV_AWS_DEFAULT_REGION: Final = "AWS_DEFAULT_REGION"
+ENV_AWS_ENDPOINT_URL_S3: Final = "AWS_ENDPOINT_URL_S3"  # first of the two endpoints set wins; default AWS
+ENV_AWS_ENDPOINT_URL: Final = "AWS_ENDPOINT_URL"
+# Exactly the keys above: the operator passes only these keys of the secret to the fetcher (each optional).
+CREDENTIAL_ENV_KEYS: Final = (
+    ENV_AWS_ACCESS_KEY_ID, ENV_AWS_SECRET_ACCESS_KEY, ENV_AWS_SESSION_TOKEN, ENV_AWS_REGION,
+    ENV_AWS_DEFAULT_REGION, ENV_AWS_ENDPOINT_URL_S3, ENV_AWS_ENDPOINT_URL,
+)
+# The values of these keys are secret: the fetcher scrubs them from every line it prints.
+SECRET_ENV_KEYS: Final = (ENV_AWS_SECRET_ACCESS_KEY, ENV_AWS_SESSION_TOKEN)
 
+# Size limit of a download, a copied directory or file, and of an unpacked archive (each), in bytes. The
+# fetcher's messages name the spec field that sets it (the operator passes it as ENV_MAX_BYTES).
 DEFAULT_MAX_BYTES: Final = 20 * 1024**3
+MAX_SIZE_FIELD: Final = "spec.model.maxSize"
 
 # --- Model formats -> file name inside <repo>/<model>/<version>/ and Triton backend -------------
 MODEL_FILES: Final = {

@@ -15,8 +15,14 @@ stdout and to the termination-message file. The digest of a file or archive is t
 of a directory, the sha256 of its ``sha256sum``-style listing (``<hex>  <relative path>`` lines, sorted).
 
 Every failure exits 1 with one line ``tritonops-fetch: <reason>`` on stderr and in the termination-message
-file (``/dev/termination-log``), which Kubernetes shows as the container's ``terminated.message``.
+file (``/dev/termination-log``), which Kubernetes shows as the container's ``terminated.message``. Every line
+printed or written (failures, the report) is redacted first (:mod:`tritonops_runtime.redaction`): no user
+info, query strings, signed parameters or secret values of the environment, whatever raised the error.
 Settings come from the environment named in :mod:`tritonops_runtime.contract`; flags override them.
+
+Disk: the download, a copied file or directory, and the unpacked content of an archive are each limited to
+``--max-bytes`` (``TRITONOPS_MAX_BYTES``, ``spec.model.maxSize``); a failed step removes what it wrote, and the
+scratch and staging directories of a fetch killed mid-way are removed by the next one.
 """
 
 from __future__ import annotations
@@ -40,10 +46,13 @@ from urllib.parse import urlsplit
 from tritonops_runtime import contract as c
 from tritonops_runtime import layout
 from tritonops_runtime.errors import FetchError
+from tritonops_runtime.localfs import copy_file, copy_tree, open_regular
+from tritonops_runtime.redaction import known_secrets, redact_text
 from tritonops_runtime.sources import Download, redact, resolve
-from tritonops_runtime.unpack import copy_file, copy_tree, unpack
+from tritonops_runtime.unpack import unpack
 
 PROG = "tritonops-fetch"
+SCRATCH_PREFIX = "tritonops-fetch-"  # + "<model name>=": the scratch directory of one fetch
 MAX_MESSAGE = 1024  # Kubernetes keeps at most 4096 bytes of the termination message
 _DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -128,7 +137,7 @@ def parse_args(argv: Sequence[str] | None, env: Mapping[str, str]) -> tuple[Fetc
 def file_sha256(path: Path) -> str:
     """Hex sha256 of a file's bytes."""
     digest = hashlib.sha256()
-    with path.open("rb") as f:
+    with open_regular(path) as f:
         while chunk := f.read(1 << 20):
             digest.update(chunk)
     return digest.hexdigest()
@@ -183,9 +192,11 @@ def fetch(cfg: FetchConfig) -> dict[str, Any]:
     cfg.repository.mkdir(parents=True, exist_ok=True)
     cfg.scratch.mkdir(parents=True, exist_ok=True)
     final = cfg.repository / cfg.name
-    for leftover in cfg.repository.glob(f".{cfg.name}.*"):  # from a fetch killed mid-way (OOM, node loss)
+    scratch_prefix = f"{SCRATCH_PREFIX}{cfg.name}="  # '=' is not allowed in names: clf's never matches clf-big's
+    # From a fetch killed mid-way (OOM, node loss): a partial download or model would fill the volumes.
+    for leftover in [*cfg.repository.glob(f".{cfg.name}.*"), *cfg.scratch.glob(f"{scratch_prefix}*")]:
         shutil.rmtree(leftover, ignore_errors=True)
-    with tempfile.TemporaryDirectory(dir=cfg.scratch, prefix="fetch-") as tmp, \
+    with tempfile.TemporaryDirectory(dir=cfg.scratch, prefix=scratch_prefix) as tmp, \
             tempfile.TemporaryDirectory(dir=cfg.repository, prefix=f".{cfg.name}.") as stage_dir:
         src = resolve(cfg.uri, Path(tmp), cfg.pvc_root, cfg.max_bytes)
         stage = Path(stage_dir) / cfg.name
@@ -214,8 +225,8 @@ def _termination_message(path: Path, text: str) -> None:
         path.write_text(text[:4096])
 
 
-def _fail(message: str, termination_log: Path) -> int:
-    line = f"{PROG}: {' '.join(message.split())}"[:MAX_MESSAGE]
+def _fail(message: str, termination_log: Path, secrets: Sequence[str] = ()) -> int:
+    line = f"{PROG}: {' '.join(redact_text(message, secrets).split())}"[:MAX_MESSAGE]
     print(line, file=sys.stderr)
     _termination_message(termination_log, line)
     return 1
@@ -225,16 +236,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Console entry point; returns the exit status (0 fetched, 1 failed)."""
     env = os.environ
     termination_log = Path(env.get(c.ENV_TERMINATION_LOG) or c.TERMINATION_LOG)
+    secrets = known_secrets(env, [*(argv if argv is not None else sys.argv[1:]), env.get(c.ENV_STORAGE_URI, "")])
     try:
         cfg, termination_log = parse_args(argv, env)
         report = fetch(cfg)
     except FetchError as err:
-        return _fail(str(err), termination_log)
+        return _fail(str(err), termination_log, secrets)
     except Exception as err:  # any failure must still be one line in terminated.message
-        return _fail(f"unexpected {type(err).__name__}: {err}", termination_log)
-    print(json.dumps(report, sort_keys=True))
+        return _fail(f"unexpected {type(err).__name__}: {err}", termination_log, secrets)
+    print(redact_text(json.dumps(report, sort_keys=True), secrets))
     summary = {k: v for k, v in report.items() if k != "files"}  # fits the 4 KiB termination message
-    _termination_message(termination_log, json.dumps(summary, sort_keys=True))
+    _termination_message(termination_log, redact_text(json.dumps(summary, sort_keys=True), secrets))
     return 0
 
 

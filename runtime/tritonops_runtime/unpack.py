@@ -1,32 +1,32 @@
-"""Safe unpacking of model archives (``.tar.gz``/``.tgz``/``.zip``) and copying of model directories.
+"""Safe unpacking of model archives (``.tar.gz``/``.tgz``/``.zip``).
 
 Archives come from users and the network, so every member is checked before anything is written:
 absolute paths, ``..`` components, links of any kind (symbolic or hard), device files and FIFOs are
 rejected; members are written by us (regular files and directories only, modes 0644/0755, no owners), and
-the decompressed bytes actually written are counted against ``max_bytes`` (a lying header cannot slip a
-zip bomb through). The first offending member fails the whole fetch.
+the size limit is applied twice: a member whose declared size cannot fit fails before a byte of it is
+written, and the decompressed bytes actually written are counted as they are written (a lying header cannot
+slip a bomb through). The first offending member fails the whole fetch, and the target directory is removed.
 """
 
 from __future__ import annotations
 
-import os
+import gzip
 import shutil
 import stat
 import tarfile
 import zipfile
+import zlib
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
-from typing import IO
+from typing import BinaryIO
 
 from tritonops_runtime.errors import FetchError
-
-CHUNK = 1 << 20
-MAX_MEMBERS = 100_000
+from tritonops_runtime.localfs import Budget, open_regular, write_stream
 
 
 def archive_kind(path: Path) -> str:
     """'tar', 'zip' or '' from the file's magic bytes (gzip-compressed or plain tar, zip)."""
-    with path.open("rb") as f:
+    with open_regular(path) as f:
         head = f.read(512)
     if head[:2] == b"\x1f\x8b":
         return "tar"
@@ -47,32 +47,6 @@ def _safe_name(name: str) -> PurePosixPath:
     return rel
 
 
-class _Budget:
-    """Counts bytes written across one unpack against the limit."""
-
-    def __init__(self, max_bytes: int) -> None:
-        self.max_bytes, self.used, self.members = max_bytes, 0, 0
-
-    def member(self) -> None:
-        self.members += 1
-        if self.members > MAX_MEMBERS:
-            raise FetchError(f"archive has more than {MAX_MEMBERS} members")
-
-    def take(self, n: int) -> None:
-        self.used += n
-        if self.used > self.max_bytes:
-            raise FetchError(f"archive unpacks to more than {self.max_bytes} bytes (TRITONOPS_MAX_BYTES)")
-
-
-def _write(src: IO[bytes], dest: Path, budget: _Budget, mode: int = 0o644) -> None:
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    with dest.open("wb") as out:
-        while chunk := src.read(CHUNK):
-            budget.take(len(chunk))
-            out.write(chunk)
-    dest.chmod(mode)
-
-
 def _tar_members(tar: tarfile.TarFile) -> Iterator[tarfile.TarInfo]:
     for member in tar:
         if member.issym() or member.islnk():
@@ -83,11 +57,11 @@ def _tar_members(tar: tarfile.TarFile) -> Iterator[tarfile.TarInfo]:
         yield member
 
 
-def _untar(archive: Path, target: Path, budget: _Budget) -> None:
-    with tarfile.open(archive, mode="r:*") as tar:
+def _untar(archive: BinaryIO, target: Path, budget: Budget) -> None:
+    with tarfile.open(fileobj=archive, mode="r:*") as tar:
         for member in _tar_members(tar):
-            budget.member()
             dest = target / _safe_name(member.name)
+            budget.member(member.size if member.isfile() else 0)
             if member.isdir():
                 dest.mkdir(parents=True, exist_ok=True)
                 continue
@@ -95,13 +69,12 @@ def _untar(archive: Path, target: Path, budget: _Budget) -> None:
             if src is None:
                 raise FetchError(f"cannot read archive member {member.name!r}")
             with src:
-                _write(src, dest, budget, 0o755 if member.mode & 0o111 else 0o644)
+                write_stream(src, dest, budget, 0o755 if member.mode & 0o111 else 0o644)
 
 
-def _unzip(archive: Path, target: Path, budget: _Budget) -> None:
+def _unzip(archive: BinaryIO, target: Path, budget: Budget) -> None:
     with zipfile.ZipFile(archive) as zf:
         for info in zf.infolist():
-            budget.member()
             unix_mode = info.external_attr >> 16
             if stat.S_ISLNK(unix_mode):
                 raise FetchError(f"unsafe archive member {info.filename!r}: links are not allowed")
@@ -109,53 +82,27 @@ def _unzip(archive: Path, target: Path, budget: _Budget) -> None:
                 raise FetchError(f"unsafe archive member {info.filename!r}: only regular files and directories "
                                  "are allowed")
             dest = target / _safe_name(info.filename)
+            budget.member(0 if info.is_dir() else info.file_size)
             if info.is_dir():
                 dest.mkdir(parents=True, exist_ok=True)
                 continue
             with zf.open(info) as src:
-                _write(src, dest, budget, 0o755 if unix_mode & 0o111 else 0o644)
+                write_stream(src, dest, budget, 0o755 if unix_mode & 0o111 else 0o644)
 
 
 def unpack(archive: Path, target: Path, max_bytes: int) -> None:
-    """Unpack ``archive`` into the (new or empty) directory ``target`` after checking every member."""
+    """Unpack ``archive`` into the new directory ``target`` after checking every member; removed on failure."""
     kind = archive_kind(archive)
-    target.mkdir(parents=True, exist_ok=True)
-    budget = _Budget(max_bytes)
+    if kind not in ("tar", "zip"):
+        raise FetchError(f"{archive.name} is not a gzip-compressed tar or a zip archive")
+    budget = Budget(max_bytes, f"the content unpacked from {archive.name}")
+    target.mkdir(parents=True)
     try:
-        if kind == "tar":
-            _untar(archive, target, budget)
-        elif kind == "zip":
-            _unzip(archive, target, budget)
-        else:
-            raise FetchError(f"{archive.name} is not a gzip-compressed tar or a zip archive")
-    except (tarfile.TarError, zipfile.BadZipFile, EOFError) as err:
+        with open_regular(archive) as f:
+            (_untar if kind == "tar" else _unzip)(f, target, budget)
+    except (tarfile.TarError, zipfile.BadZipFile, EOFError, zlib.error, gzip.BadGzipFile) as err:
+        shutil.rmtree(target, ignore_errors=True)
         raise FetchError(f"corrupt archive {archive.name}: {err}") from None
-
-
-def copy_tree(src: Path, target: Path, max_bytes: int, root: Path | None = None) -> None:
-    """Copy directory ``src`` into ``target``; symlinks are followed only when they stay inside ``root``."""
-    root = (root or src).resolve()
-    budget = _Budget(max_bytes)
-    for dirpath, _dirs, files in os.walk(src, followlinks=False):
-        for name in sorted(files):
-            path = Path(dirpath) / name
-            if path.is_symlink() and not path.resolve().is_relative_to(root):
-                raise FetchError(f"{path} is a symlink leaving {root}: not allowed")
-            if not path.is_file():
-                raise FetchError(f"{path} is not a regular file")
-            budget.member()
-            with path.open("rb") as f:
-                _write(f, target / path.relative_to(src), budget, 0o755 if os.access(path, os.X_OK) else 0o644)
-        for d in _dirs:
-            if (Path(dirpath) / d).is_symlink():
-                raise FetchError(f"{Path(dirpath) / d} is a symlinked directory: not allowed")
-
-
-def copy_file(src: Path, dest: Path, max_bytes: int) -> None:
-    """Copy one file, enforcing the size limit."""
-    if src.stat().st_size > max_bytes:
-        raise FetchError(f"{src.name} is {src.stat().st_size} bytes, over the limit of {max_bytes} "
-                         "(TRITONOPS_MAX_BYTES)")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(src, dest)
-    dest.chmod(0o644)
+    except BaseException:
+        shutil.rmtree(target, ignore_errors=True)
+        raise

@@ -10,13 +10,14 @@ from __future__ import annotations
 import functools
 import http.server
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.runtime.servers import Recorder, tls_pair
 from tests.runtime.support import Env, make_env
 from tests.s3 import S3Server, running_s3
 from tritonops_runtime import localtriton
@@ -27,6 +28,11 @@ ROOT = Path(__file__).resolve().parents[2]
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         pass
+
+
+class _QuietServer(http.server.ThreadingHTTPServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass  # a client hanging up early (the fetcher refusing an over-limit body) is not a test failure
 
 
 @dataclass
@@ -43,7 +49,7 @@ def http_server(tmp_path: Path) -> Iterator[HttpServer]:
     root = tmp_path / "www"
     root.mkdir()
     handler = functools.partial(_QuietHandler, directory=str(root))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server = _QuietServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -51,6 +57,32 @@ def http_server(tmp_path: Path) -> Iterator[HttpServer]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+@pytest.fixture
+def serve() -> Iterator[Callable[[], Recorder]]:
+    """Start scripted, recording HTTP servers on loopback (each on its own port; stopped after the test)."""
+    started: list[Recorder] = []
+
+    def start() -> Recorder:
+        started.append(Recorder())
+        return started[-1]
+
+    yield start
+    for recorder in started:
+        recorder.close()
+
+
+@pytest.fixture
+def https_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Recorder]:
+    """A scripted HTTPS server on loopback whose self-signed certificate the fetcher trusts (SSL_CERT_FILE)."""
+    context, cert = tls_pair(tmp_path)
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+    recorder = Recorder(context)
+    try:
+        yield recorder
+    finally:
+        recorder.close()
 
 
 @pytest.fixture(scope="session")

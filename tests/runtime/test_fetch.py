@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import re
 import stat
 import subprocess
 import sys
@@ -17,6 +19,8 @@ from tests.runtime.conftest import HttpServer
 from tests.runtime.support import MODEL, Env, sha, tar_gz, write
 from tritonops_runtime import contract as c
 from tritonops_runtime import fetch
+from tritonops_runtime.errors import FetchError
+from tritonops_runtime.unpack import unpack
 
 
 def test_single_file_layout_and_report(env: Env) -> None:
@@ -101,9 +105,6 @@ def _link(name: str, kind: bytes, target: str) -> tarfile.TarInfo:
 
 
 @pytest.mark.parametrize(("members", "links", "expected"), [
-    ({"../evil.pt": MODEL}, {}, "unsafe archive member '../evil.pt': '..' is not allowed"),
-    ({"a/../../evil.pt": MODEL}, {}, "'..' is not allowed"),
-    ({"/etc/evil.pt": MODEL}, {}, "unsafe archive member '/etc/evil.pt': absolute paths are not allowed"),
     ({"model.pt": MODEL}, {"s": _link("link.pt", tarfile.SYMTYPE, "/etc/passwd")}, "links are not allowed"),
     ({"model.pt": MODEL}, {"h": _link("hard.pt", tarfile.LNKTYPE, "model.pt")}, "links are not allowed"),
     ({"model.pt": MODEL}, {"d": _link("dev", tarfile.CHRTYPE, "")}, "only regular files and directories"),
@@ -113,13 +114,51 @@ def test_malicious_tar_rejected(env: Env, members: dict[str, bytes], links: dict
                                 expected: str) -> None:
     archive = tar_gz(env.tmp / "bad.tgz", members, links)
     assert expected in env.fail(archive.as_uri())
-    assert not (env.tmp / "evil.pt").exists()
+    assert not (env.repo / "clf").exists() and not list(env.tmp.rglob("link.pt")) + list(env.tmp.rglob("hard.pt"))
+
+
+# Member names that leave the extraction directory; ABS stands for an absolute path under the test's tmp_path
+# (never a system path: the tests may run as root, and an unprotected write must stay observable and harmless).
+TRAVERSALS = [("../evil.pt", "'..' is not allowed"), ("a/../../evil.pt", "'..' is not allowed"),
+              ("./a/b/../../../../evil.pt", "'..' is not allowed"), ("ABS", "absolute paths are not allowed")]
+
+
+def _traversal_case(tmp: Path, name: str) -> tuple[Path, str, Path]:
+    """(extraction dir, member name, where the member would land if nothing stopped it)."""
+    target = tmp / "x" / "y" / "content"
+    member = str(tmp / "abs" / "evil.pt") if name == "ABS" else name
+    landing = Path(os.path.normpath(target / member))
+    assert not landing.is_relative_to(target)  # the case really escapes
+    landing.parent.mkdir(parents=True, exist_ok=True)  # so that an unprotected write would succeed
+    return target, member, landing
+
+
+@pytest.mark.parametrize(("name", "expected"), TRAVERSALS)
+@pytest.mark.parametrize("kind", ["tar", "zip"])
+def test_traversal_member_never_lands(tmp_path: Path, kind: str, name: str, expected: str) -> None:
+    target, member, landing = _traversal_case(tmp_path, name)
+    if kind == "tar":
+        archive = tar_gz(tmp_path / "bad.tgz", {"model.pt": MODEL, member: MODEL})
+    else:
+        archive = tmp_path / "bad.zip"
+        with zipfile.ZipFile(archive, "w") as zf:
+            zf.writestr("model.pt", MODEL)
+            zf.writestr(member, MODEL)
+    with pytest.raises(FetchError, match=f"unsafe archive member {re.escape(repr(member))}: {expected}"):
+        unpack(archive, target, 1 << 20)
+    assert not landing.exists()
+
+
+@pytest.mark.parametrize(("name", "expected"), TRAVERSALS)
+def test_traversal_member_fails_the_fetch(env: Env, name: str, expected: str) -> None:
+    # With model.pt beside it, an unprotected unpack would succeed: the fetch must fail and write nothing.
+    _, member, _ = _traversal_case(env.tmp, name)
+    archive = tar_gz(env.tmp / "bad.tgz", {"model.pt": MODEL, member: MODEL})
+    assert expected in env.fail(archive.as_uri())
+    assert list(env.tmp.rglob("evil.pt")) == []
 
 
 def test_malicious_zip_rejected(env: Env) -> None:
-    with zipfile.ZipFile(env.tmp / "dots.zip", "w") as zf:
-        zf.writestr("../../evil.pt", MODEL)
-    assert "'..' is not allowed" in env.fail((env.tmp / "dots.zip").as_uri())
     with zipfile.ZipFile(env.tmp / "link.zip", "w") as zf:
         info = zipfile.ZipInfo("model.pt")
         info.external_attr = (stat.S_IFLNK | 0o777) << 16
@@ -132,11 +171,12 @@ def test_size_limits(env: Env, http_server: HttpServer) -> None:
     with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as zf:
         zf.writestr("model.pt", b"\0" * 2_000_000)
     assert bomb.stat().st_size < 50_000
-    assert "unpacks to more than 100000 bytes" in env.fail(bomb.as_uri(), "--max-bytes", "100000")
+    assert "the content unpacked from bomb.zip exceeds the size limit of 100000 bytes (97.7 KiB): raise " \
+        "spec.model.maxSize (TRITONOPS_MAX_BYTES)" in env.fail(bomb.as_uri(), "--max-bytes", "100000")
     write(http_server.root / "big.pt", b"x" * 5000)
     env.monkeypatch.setenv(c.ENV_MAX_BYTES, "4096")
-    assert "is 5000 bytes, over the limit of 4096" in env.fail(f"{http_server.url}/big.pt")
-    assert "over the limit of 4096" in env.fail((http_server.root / "big.pt").as_uri())
+    assert "big.pt is 5000 bytes, over the size limit of 4096 bytes" in env.fail(f"{http_server.url}/big.pt")
+    assert "big.pt is 5000 bytes, over the size limit of 4096" in env.fail((http_server.root / "big.pt").as_uri())
 
 
 @pytest.mark.parametrize(("args", "expected"), [
