@@ -14,6 +14,9 @@ TRITONOPS_BIN_DIR=$(bash hack/build-control-plane.sh | tail -n 1)
 export TRITONOPS_BIN_DIR
 step "build S3 server (cached)"
 bash hack/build-s3.sh >/dev/null
+step "build kube-score, the Kubernetes policy linter of tests/chart/test_kube_score.py (cached)"
+TRITONOPS_KUBE_SCORE=$(bash hack/build-kube-score.sh | tail -n 1)
+export TRITONOPS_KUBE_SCORE
 step "build the real node: kubelet, kube-proxy, Debian containerd/runc/CNI (cached)"
 TRITONOPS_NODE_BIN_DIR=$(bash hack/build-node.sh | tail -n 1)
 export TRITONOPS_NODE_BIN_DIR

@@ -43,12 +43,12 @@ def _run(args: argparse.Namespace) -> int:
     prometheus = Endpoint(args.prometheus_url, token_file=args.prometheus_token_file, ca_file=args.prometheus_ca_file,
                           insecure_skip_verify=args.prometheus_insecure_skip_verify) if args.prometheus_url else None
     build = BuildOptions(runtime_image=args.runtime_image, prometheus=prometheus is not None)
+    namespaces = [n for n in args.namespace or os.environ.get("WATCH_NAMESPACES", "").split(",") if n]
     handlers.RUNTIME.config = ControllerConfig(build=build, resync_seconds=args.resync_seconds, workers=args.workers,
-                                               prometheus=prometheus)
+                                               prometheus=prometheus, listed=frozenset(namespaces))
     handlers.RUNTIME.qps, handlers.RUNTIME.burst = args.qps, args.burst
     handlers.RUNTIME.metrics_port = args.metrics_port
     handlers.RUNTIME.listen_address = args.listen_address
-    namespaces = [n for n in args.namespace or os.environ.get("WATCH_NAMESPACES", "").split(",") if n]
     kopf.run(standalone=True, clusterwide=not namespaces, namespaces=namespaces,
              liveness_endpoint=f"http://{args.listen_address}:{args.health_port}/healthz")
     return 0

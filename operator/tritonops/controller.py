@@ -19,9 +19,19 @@ from tritonops.analysis_run import measure_due
 from tritonops.api import API_VERSION, KIND
 from tritonops.builders.deployment import BuildOptions
 from tritonops.builders.meta import LABEL_MANAGED_BY, LABEL_MD, MANAGED_BY
-from tritonops.diagnose import deployment_available
+from tritonops.diagnose import deployment_available, unschedulable
+from tritonops.history import Event
 from tritonops.kube import Kube
-from tritonops.planner import ROUTE_MANAGER, Event, Observed, Plan, plan, timestamp
+from tritonops.planner import (
+    ROUTE_MANAGER,
+    SYSTEM_NAMESPACES,
+    Observed,
+    Plan,
+    creations,
+    plan,
+    refusal,
+    timestamp,
+)
 from tritonops.prom import Endpoint
 from tritonops.rollout_metrics import forget_rollout, record_end, record_rollout
 from tritonops.rollout_plan import route_ref
@@ -39,6 +49,7 @@ class ControllerConfig:
     resync_seconds: float = 300.0
     workers: int = 4
     prometheus: Endpoint | None = None  # for canary analysis (a ModelDeployment may name its own)
+    listed: frozenset[str] = frozenset()  # namespaces named explicitly (system namespaces need it)
 
 
 def observe(kube: Kube, md: dict[str, Any]) -> Observed:
@@ -59,7 +70,23 @@ def observe(kube: Kube, md: dict[str, Any]) -> Observed:
         observed.route = kube.get("HTTPRoute", namespace, route)
     if any(not deployment_available(d, None) for d in observed.deployments.values()):
         observed.pods = kube.list("Pod", namespace, f"{LABEL_MD}={name}")
+        if unschedulable(observed.pods):
+            observed.nodes = kube.list_cluster("Node")
     return observed
+
+
+def names_taken(kube: Kube, observed: Observed, result: Plan) -> dict[tuple[str, str], dict[str, Any]]:
+    """Objects that already exist under the names of children the plan would create.
+
+    Children are listed by our labels; an object without them (a user's Service named like the
+    ModelDeployment) is invisible to that list, so each creation is checked by name first.
+    """
+    found = {}
+    for obj in creations(observed, result.apply):
+        existing = kube.get(obj["kind"], obj["metadata"]["namespace"], obj["metadata"]["name"])
+        if existing is not None:
+            found[(obj["kind"], obj["metadata"]["name"])] = existing
+    return found
 
 
 def status_patch(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
@@ -115,9 +142,16 @@ def reconcile_once(kube: Kube, key: Key, config: ControllerConfig,
     if md is None or md["metadata"].get("deletionTimestamp"):
         return None  # gone or going: owner references let the garbage collector remove the children
     now = clock()
+    if namespace in SYSTEM_NAMESPACES and namespace not in config.listed:
+        if (status := refusal(md, now)) is not None:
+            kube.patch_status(KIND, namespace, name, status_patch(md.get("status") or {}, status))
+        return None
     observed = observe(kube, md)
     observed.analysis = measure_due(md, config.prometheus, now)
     result = plan(md, observed, now, config.build)
+    if found := names_taken(kube, observed, result):
+        observed.foreign.update(found)  # someone else's objects under our children's names: plan around them
+        result = plan(md, observed, now, config.build)
     execute(kube, md, result, now)
     record_end(md.get("status"), result.status, now)
     record_rollout(namespace, name, result.status if result.status is not None else md.get("status"))

@@ -1,6 +1,7 @@
 """Read whether a revision serves, and why its pods do not: the scheduler's verdict, a failed fetch, a crash.
 
-Pure functions over observed Pod objects; the planner turns the result into a ``Degraded`` condition.
+Pure functions over observed Pod objects (and Nodes, when a pod is unschedulable); the planner turns the
+result into a ``Degraded`` condition.
 """
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from tritonops.placement import explain
 from tritonops.status import reasons as r
 
 CRASH_WAITING = ("CrashLoopBackOff", "CreateContainerConfigError", "ImagePullBackOff", "ErrImagePull",
@@ -33,14 +35,21 @@ def deployment_available(dep: dict[str, Any] | None, replicas: int | None) -> bo
         and st.get("updatedReplicas", 0) >= want
 
 
-def _unschedulable(pod: dict[str, Any]) -> Diagnosis | None:
+def _unschedulable(pod: dict[str, Any], nodes: list[dict[str, Any]] | None) -> Diagnosis | None:
     for cond in pod.get("status", {}).get("conditions", []):
         if cond.get("type") == "PodScheduled" and cond.get("status") == "False" \
                 and cond.get("reason") == "Unschedulable":
             message = cond.get("message", "")
-            reason = r.INSUFFICIENT_GPU if "nvidia.com/gpu" in message else r.UNSCHEDULABLE
-            return Diagnosis(reason, f"pod {pod['metadata']['name']}: {message}")
+            reason, advice = explain(pod.get("spec") or {}, message, nodes)
+            text = f"pod {pod['metadata']['name']}: {message}"
+            return Diagnosis(reason, f"{advice} ({text})" if advice else text)
     return None
+
+
+def unschedulable(pods: list[dict[str, Any]]) -> bool:
+    """Whether the scheduler has refused any of ``pods`` (then the nodes are worth reading)."""
+    return any(c.get("type") == "PodScheduled" and c.get("reason") == "Unschedulable"
+               for p in pods for c in p.get("status", {}).get("conditions", []))
 
 
 def _terminated_message(status: dict[str, Any]) -> str | None:
@@ -70,12 +79,16 @@ def _server_failed(pod: dict[str, Any]) -> Diagnosis | None:
     return None
 
 
-def diagnose(pods: list[dict[str, Any]]) -> Diagnosis | None:
-    """The first blocking problem among ``pods`` (scheduling, then fetch, then server), if any."""
-    live = [p for p in pods if not p.get("metadata", {}).get("deletionTimestamp")]
-    for check in (_unschedulable, _fetch_failed, _server_failed):
-        for pod in sorted(live, key=lambda p: str(p.get("metadata", {}).get("name"))):
-            found = check(pod)
-            if found:
+def diagnose(pods: list[dict[str, Any]], nodes: list[dict[str, Any]] | None = None) -> Diagnosis | None:
+    """The first blocking problem among ``pods`` (scheduling, then fetch, then server), if any; ``nodes``
+    (when read) make a scheduling diagnosis precise (:mod:`tritonops.placement`)."""
+    live = sorted((p for p in pods if not p.get("metadata", {}).get("deletionTimestamp")),
+                  key=lambda p: str(p.get("metadata", {}).get("name")))
+    for pod in live:
+        if found := _unschedulable(pod, nodes):
+            return found
+    for check in (_fetch_failed, _server_failed):
+        for pod in live:
+            if found := check(pod):
                 return found
     return None

@@ -31,6 +31,7 @@ RESOURCES = {
     "Event": ("/api/v1", "events"),
     "ModelDeployment": (f"/apis/{GROUP}/{VERSION}", PLURAL),
     "HTTPRoute": ("/apis/gateway.networking.k8s.io/v1", "httproutes"),
+    "Node": ("/api/v1", "nodes"),
 }
 
 
@@ -120,6 +121,18 @@ class Kube:
                 return None
             raise
         return result
+
+    def list_cluster(self, kind: str) -> list[dict[str, Any]] | None:
+        """Every object of a cluster-scoped ``kind``; None when the operator may not list them (RBAC)."""
+        prefix, plural = RESOURCES[kind]
+        try:
+            result = self.request("list", "GET", f"{prefix}/{plural}", resource=kind)
+        except ApiError as err:
+            if err.status == 403:
+                return None
+            raise
+        items: list[dict[str, Any]] = result.get("items", [])
+        return items
 
     def list(self, kind: str, namespace: str, selector: str) -> list[dict[str, Any]]:
         """Objects of ``kind`` in ``namespace`` matching a label selector."""

@@ -9,21 +9,25 @@ and is never touched while the spec cannot be honoured.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
 from tritonops import rolling
-from tritonops.analysis import FAILED, Window
+from tritonops.analysis import Window
 from tritonops.builders.configmap import build_config_map
 from tritonops.builders.deployment import BuildOptions, build_deployment, deployment_replicas
 from tritonops.builders.httproute import TRAFFIC_FIELD_MANAGER
-from tritonops.builders.meta import LABEL_REVISION, Owner, revision_of, selector_string
+from tritonops.builders.meta import LABEL_REVISION, Owner, selector_string
 from tritonops.builders.service import build_service
-from tritonops.canary import ABORTED, PAUSED, to_status
+from tritonops.canary import ABORTED, parse_time, to_status
 from tritonops.diagnose import Diagnosis, deployment_available, diagnose
 from tritonops.diff import first_difference
-from tritonops.rollout_plan import CanaryPlan, aborted_entry, canary_conditions, describe, plan_canary, route_ref
+from tritonops.history import Event, canary_events, condition_events, history_limit
+from tritonops.history import history as history_after
+from tritonops.ownership import conflict_message, controlled_by
+from tritonops.revisions import frozen, resolve
+from tritonops.rollout_plan import CanaryPlan, aborted_entry, canary_conditions, plan_canary, route_ref
 from tritonops.status import reasons as r
 from tritonops.status.conditions import Cond, find, merge, phase
 from tritonops.traffic_plan import desired_route, retire_delay, revision_services, route_problem
@@ -38,17 +42,10 @@ class Observed:
     config_maps: dict[str, dict[str, Any]] = field(default_factory=dict)
     services: dict[str, dict[str, Any]] = field(default_factory=dict)
     pods: list[dict[str, Any]] = field(default_factory=list)
+    nodes: list[dict[str, Any]] | None = None  # read only when a pod is unschedulable (None: not read)
+    foreign: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)  # (kind, name): not ours
     analysis: Window | None = None  # a canary analysis window measured this cycle
     route: dict[str, Any] | None = None  # the HTTPRoute a routed canary weights (None: absent or not routed)
-
-
-@dataclass(frozen=True)
-class Event:
-    """A Kubernetes Event to post on the ModelDeployment."""
-
-    type: str  # Normal | Warning
-    reason: str
-    message: str
 
 
 @dataclass
@@ -104,10 +101,24 @@ def _revisions(md: dict[str, Any], observed: Observed, target: str | None, stabl
     return _Revisions(target, stable, False)
 
 
-def _rolling(md: dict[str, Any], observed: Observed, revs: _Revisions,
-             canary: CanaryPlan | None) -> tuple[int, int] | None:
+def failed_rolling(md: dict[str, Any], revs: _Revisions, canary: CanaryPlan | None, now: datetime) -> bool:
+    """A Rolling update past its progress deadline with a stable revision to fall back on: the new revision
+    then leaves the serving path (scaled to zero) and the stable one serves alone, until the spec changes."""
+    if canary or not revs.stable or not revs.target or revs.target == revs.stable:
+        return False
+    status = md.get("status") or {}
+    started = parse_time((status.get("rollout") or {}).get("startedAt"))
+    deadline = int(md["spec"].get("rollout", {}).get("progressDeadlineSeconds", 600))
+    return status.get("canaryRevision") == revs.target and started is not None and \
+        (now - started).total_seconds() > deadline
+
+
+def _rolling(md: dict[str, Any], observed: Observed, revs: _Revisions, canary: CanaryPlan | None,
+             failed: bool) -> tuple[int | None, int] | None:
     """(stable, target) replicas of a Rolling update with maxSurge/maxUnavailable, or None (not rolling)."""
     total = desired_replicas(md["spec"])
+    if failed:
+        return total, 0
     stable_dep = observed.deployments.get(revs.stable or "")
     if canary or total is None or not revs.target or revs.target == revs.stable or stable_dep is None:
         return None
@@ -123,7 +134,7 @@ def _rolling(md: dict[str, Any], observed: Observed, revs: _Revisions,
 
 
 def _desired(md: dict[str, Any], owner: Owner, revs: _Revisions, opts: BuildOptions,
-             canary: CanaryPlan | None, rolled: tuple[int, int] | None) -> list[dict[str, Any]]:
+             canary: CanaryPlan | None, rolled: tuple[int | None, int] | None) -> list[dict[str, Any]]:
     target = revs.target
     objs = [build_service(owner), *revision_services(md, owner, [revs.stable, target] if target else [])]
     if target:
@@ -137,19 +148,32 @@ def _desired(md: dict[str, Any], owner: Owner, revs: _Revisions, opts: BuildOpti
 def _observed_of(observed: Observed, obj: dict[str, Any]) -> dict[str, Any] | None:
     table = {"Deployment": observed.deployments, "ConfigMap": observed.config_maps,
              "Service": observed.services}[obj["kind"]]
-    return table.get(obj["metadata"]["name"])
+    name = obj["metadata"]["name"]
+    return table.get(name) or observed.foreign.get((obj["kind"], name))
 
 
-def _deletions(observed: Observed, revs: _Revisions, routed: bool, retiring: bool) -> list[tuple[str, str]]:
+def creations(observed: Observed, objs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The objects of ``objs`` nothing observed stands for (the controller checks their names are free)."""
+    return [o for o in objs if _observed_of(observed, o) is None]
+
+
+def _taken(observed: Observed, desired: list[dict[str, Any]], uid: str) -> list[dict[str, Any]]:
+    """Existing objects with the name of a desired child that this ModelDeployment does not control."""
+    found = [_observed_of(observed, o) for o in desired]
+    return [o for o in found if o is not None and not controlled_by(o, uid)]
+
+
+def _deletions(observed: Observed, revs: _Revisions, routed: bool, retiring: bool,
+               uid: str) -> list[tuple[str, str]]:
     """Children of revisions neither stable nor target (none while a routed promotion's delay runs), and
-    revision Services nothing routes to."""
+    revision Services nothing routes to; only objects this ModelDeployment controls."""
     if revs.target is None or retiring:
         return []  # never tear anything down because of a spec we cannot honour
     keep = {revs.target, revs.stable}
 
     def gone(obj: dict[str, Any], kept: set[str | None]) -> bool:
         revision = obj["metadata"].get("labels", {}).get(LABEL_REVISION)
-        return revision is not None and revision not in kept
+        return revision is not None and revision not in kept and controlled_by(obj, uid)
 
     out = [("Deployment", n) for n, d in observed.deployments.items() if gone(d, keep)]
     out += [("ConfigMap", n) for n, cm in observed.config_maps.items() if gone(cm, keep)]
@@ -162,18 +186,27 @@ def plan(md: dict[str, Any], observed: Observed, now: datetime, opts: BuildOptio
     meta, spec = md["metadata"], md["spec"]
     owner = Owner(meta["name"], meta["namespace"], meta["uid"])
     problems = problems_of(spec, opts.prometheus)
-    target = None if problems else revision_of(meta["name"], spec, opts.runtime_image)
+    target, image = (None, opts.runtime_image) if problems else resolve(
+        meta["name"], spec, opts.runtime_image, observed.deployments, (md.get("status") or {}).get("stableRevision"))
+    opts = replace(opts, runtime_image=image)
     stable = _recorded_stable(md, observed, target)
     blocked = route_problem(md, observed.route)
     canary = plan_canary(md, observed.deployments, target, stable, now, observed.analysis, not blocked)
     revs = _revisions(md, observed, target, stable, canary)
     if revs.promoted:
         canary = None  # promoted this cycle: the rest of the plan treats it as the stable revision
-    rolled = _rolling(md, observed, revs, canary)
+    failed = failed_rolling(md, revs, canary, now)
+    rolled = _rolling(md, observed, revs, canary, failed)
     desired = _desired(md, owner, revs, opts, canary, rolled)
+    taken = _taken(observed, desired, owner.uid)
+    names = {(o["kind"], o["metadata"]["name"]) for o in taken}
+    desired = [o for o in desired if (o["kind"], o["metadata"]["name"]) not in names]
+    held = [o for o in desired if o["kind"] == "Deployment" and frozen(_observed_of(observed, o))]
+    desired = [o for o in desired if o not in held]  # earlier operator versions' revisions: replicas only
     drift = [(o, first_difference(_observed_of(observed, o), o)) for o in desired]
     to_apply = [(o, why) for o, why in drift if why is not None]
-    new_status, events, requeue = _status(md, observed, revs, problems, now, canary, blocked)
+    conflict = Diagnosis(r.RESOURCE_CONFLICT, conflict_message(taken, meta["namespace"])) if taken else None
+    new_status, events, requeue = _status(md, observed, revs, problems, now, canary, blocked, conflict)
     delay = retire_delay(md, revs.stable, now, revs.promoted)
     requeue = min(t for t in (requeue, delay or None) if t is not None) if requeue or delay else None
     route = desired_route(md, observed.route, revs.stable or target or "", canary.progress.canary if canary else None,
@@ -181,8 +214,8 @@ def plan(md: dict[str, Any], observed: Observed, now: datetime, opts: BuildOptio
     old = {k: v for k, v in (md.get("status") or {}).items() if k != "kopf"}
     return Plan(apply=[o for o, _ in to_apply], why=[w for _, w in to_apply],
                 scale=_scale(observed, revs, canary.stable_replicas if canary else rolled and rolled[0],
-                             meta["namespace"]),
-                delete=_deletions(observed, revs, bool(route_ref(spec)), delay > 0),
+                             meta["namespace"]) + _held_replicas(observed, held),
+                delete=_deletions(observed, revs, bool(route_ref(spec)), delay > 0, owner.uid),
                 status=None if new_status == old else new_status, events=events, requeue_after=requeue, route=route)
 
 
@@ -197,11 +230,44 @@ def _scale(observed: Observed, revs: _Revisions, keep: int | None, namespace: st
     return [deployment_replicas(revs.stable, namespace, keep)]
 
 
+def _held_replicas(observed: Observed, held: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The replicas of frozen Deployments, the only field the operator still sets on them."""
+    out = []
+    for obj in held:
+        have = observed.deployments.get(obj["metadata"]["name"], {}).get("spec", {}).get("replicas")
+        want = obj["spec"].get("replicas")
+        if want is not None and want != have:
+            out.append(deployment_replicas(obj["metadata"]["name"], obj["metadata"]["namespace"], want))
+    return out
+
+
+SYSTEM_NAMESPACES = ("kube-system", "kube-public", "kube-node-lease")
+
+
+def refusal(md: dict[str, Any], now: datetime) -> dict[str, Any] | None:
+    """The status of a ModelDeployment in a system namespace the operator was not told to serve (None when
+    it already says so): nothing is created there, so a cluster-wide install cannot be used to write
+    Deployments into kube-system."""
+    gen, stamp = int(md["metadata"].get("generation", 0)), timestamp(now)
+    message = (f"namespace {md['metadata']['namespace']} is a system namespace: the operator serves models there "
+               "only when it is listed explicitly (chart value watchNamespaces, or --namespace); move the "
+               "ModelDeployment to an application namespace")
+    old = md.get("status") or {}
+    conditions = merge(old.get("conditions") or [], [Cond(r.INVALID_SPEC, True, r.SYSTEM_NAMESPACE, message),
+                                                     Cond(r.READY, False, r.SYSTEM_NAMESPACE, message)], gen, stamp)
+    status = {"observedGeneration": gen, "phase": phase(conditions), "conditions": conditions}
+    current = {k: old.get(k) for k in status}
+    return None if current == status else status
+
+
 # --- status ------------------------------------------------------------------------------------
 
 
+_ALONE = " serves alone until the spec changes"
+
+
 def _rollout_conditions(revs: _Revisions, problems: list[str], started: str | None, now: datetime,
-                        deadline: int, diag: Diagnosis | None) -> tuple[list[Cond], float | None]:
+                        deadline: int, diag: Diagnosis | None, old_message: str) -> tuple[list[Cond], float | None]:
     if problems:
         return [Cond(r.PROGRESSING, False, r.ROLLOUT_BLOCKED, "; ".join(problems)),
                 Cond(r.DEGRADED, False, r.AS_EXPECTED, "")], None
@@ -217,6 +283,10 @@ def _rollout_conditions(revs: _Revisions, problems: list[str], started: str | No
         msg = f"revision {revs.target} did not become available within {deadline}s"
         if diag:
             msg += f": {diag.message}"
+        elif old_message.startswith(msg):
+            msg = old_message  # its pods are gone: keep the reason they gave
+        if revs.stable and not msg.endswith(_ALONE):
+            msg += f"; it was scaled to zero and revision {revs.stable}{_ALONE}"
         return [Cond(r.PROGRESSING, False, r.PROGRESS_DEADLINE_EXCEEDED, msg),
                 Cond(r.DEGRADED, True, r.PROGRESS_DEADLINE_EXCEEDED, msg)], None
     if diag:
@@ -259,8 +329,8 @@ def _rollout_status(old: dict[str, Any], canary_rev: str, canary: CanaryPlan | N
 
 
 def _status(md: dict[str, Any], observed: Observed, revs: _Revisions, problems: list[str],
-            now: datetime, canary: CanaryPlan | None,
-            blocked: str = "") -> tuple[dict[str, Any], list[Event], float | None]:
+            now: datetime, canary: CanaryPlan | None, blocked: str = "",
+            conflict: Diagnosis | None = None) -> tuple[dict[str, Any], list[Event], float | None]:
     spec, old = md["spec"], md.get("status") or {}
     gen = int(md["metadata"].get("generation", 0))
     stamp = timestamp(now)
@@ -268,18 +338,20 @@ def _status(md: dict[str, Any], observed: Observed, revs: _Revisions, problems: 
     rollout = _rollout_status(old, canary_rev, canary, stamp)
     deadline = int(spec.get("rollout", {}).get("progressDeadlineSeconds", 600))
     replicas = canary.canary_replicas if canary else desired_replicas(spec)
-    diag = Diagnosis(r.TRAFFIC_ROUTE_UNUSABLE, blocked) if blocked else _diagnosis(observed, revs.target, replicas)
+    diag = conflict or (Diagnosis(r.TRAFFIC_ROUTE_UNUSABLE, blocked) if blocked
+                        else _diagnosis(observed, revs.target, replicas))
+    old_degraded = find(old.get("conditions") or [], r.DEGRADED) or {}
     conds, requeue = canary_conditions(canary, diag, now, deadline) if canary else _rollout_conditions(
-        revs, problems, rollout.get("startedAt"), now, deadline, diag)
+        revs, problems, rollout.get("startedAt"), now, deadline, diag, str(old_degraded.get("message", "")))
     conds = _serving_conditions(observed, revs, desired_replicas(spec)) + conds
     conds.append(Cond(r.INVALID_SPEC, bool(problems), r.INVALID_SPEC_REASON if problems else r.SPEC_VALID,
                       "; ".join(problems)))
     old_conds = old.get("conditions") or []
     conditions = merge(old_conds, conds, gen, stamp)
     deps = observed.deployments.values()
-    history = _history(old.get("history") or [], spec, revs, stamp)
+    history = history_after(old.get("history") or [], spec, revs.stable if revs.promoted else None, stamp)
     if canary and canary.progress.decision == ABORTED and (old.get("rollout") or {}).get("decision") != ABORTED:
-        history = [*history, aborted_entry(canary, spec, stamp)][-max(_history_limit(spec), 1):]
+        history = [*history, aborted_entry(canary, spec, stamp)][-max(history_limit(spec), 1):]
     status: dict[str, Any] = {
         "observedGeneration": gen,
         "phase": phase(conditions),
@@ -296,7 +368,8 @@ def _status(md: dict[str, Any], observed: Observed, revs: _Revisions, problems: 
     if canary:
         status["canaryWeight"] = canary.progress.weight
     same = canary is not None and old.get("canaryRevision") == canary.progress.canary
-    events = _events(old_conds, conditions, revs) + _canary_events(old.get("rollout") if same else {}, canary)
+    events = condition_events(old_conds, conditions, revs.stable if revs.promoted else None) + \
+        canary_events(old.get("rollout") if same else {}, canary)
     return status, events, requeue
 
 
@@ -304,51 +377,5 @@ def _diagnosis(observed: Observed, target: str | None, replicas: int | None) -> 
     """Why the target revision's pods are not all available (None when they are, or nothing is known)."""
     if not target or deployment_available(observed.deployments.get(target), replicas):
         return None
-    return diagnose([p for p in observed.pods if p["metadata"].get("labels", {}).get(LABEL_REVISION) == target])
-
-
-def _history(history: list[dict[str, Any]], spec: dict[str, Any], revs: _Revisions,
-             stamp: str) -> list[dict[str, Any]]:
-    if not revs.promoted:
-        return history
-    out = [dict(h, retiredAt=h.get("retiredAt") or stamp, outcome="Superseded")
-           if h.get("outcome") == "Promoted" else h for h in history]
-    model = spec["model"]
-    entry = {"revision": revs.stable, "storageUri": model["storageUri"],
-             "modelVersion": int(model.get("version", 1)), "promotedAt": stamp, "outcome": "Promoted"}
-    if model.get("digest"):
-        entry["digest"] = model["digest"]
-    return [*out, entry][-max(_history_limit(spec), 1):]
-
-
-def _history_limit(spec: dict[str, Any]) -> int:
-    return int(spec.get("rollout", {}).get("revisionHistoryLimit", 10))
-
-
-def _events(old: list[dict[str, Any]], new: list[dict[str, Any]], revs: _Revisions) -> list[Event]:
-    events = []
-    if revs.promoted:
-        events.append(Event("Normal", r.EVENT_REVISION_PROMOTED, f"revision {revs.stable} is now serving"))
-    for type_ in (r.INVALID_SPEC, r.DEGRADED):
-        before, after = find(old, type_), find(new, type_)
-        flipped = after and after["status"] == "True" and (
-            before is None or before.get("status") != "True" or before.get("reason") != after["reason"])
-        if flipped and after:
-            events.append(Event("Warning", after["reason"], after["message"]))
-    return events
-
-
-def _canary_events(old: dict[str, Any] | None, canary: CanaryPlan | None) -> list[Event]:
-    """A Normal event when a canary finishes a step or starts waiting for a user (aborts warn via Degraded)."""
-    if canary is None:
-        return []
-    p, old = canary.progress, old or {}
-    events = []
-    if p.step > int(old.get("currentStepIndex", 0)) and p.decision != ABORTED:
-        events.append(Event("Normal", r.EVENT_CANARY_STEP, f"revision {p.canary}: {describe(canary)}"))
-    if p.decision == PAUSED and old.get("decision") != PAUSED:
-        events.append(Event("Normal", r.CANARY_PAUSED, f"revision {p.canary}: {p.reason}"))
-    before, after = (old.get("analysis") or {}), (canary.analysis or {})
-    if after.get("windows", 0) > before.get("windows", 0) and after.get("result") == FAILED:
-        events.append(Event("Warning", r.EVENT_ANALYSIS_FAILED, f"revision {p.canary}: {after.get('message', '')}"))
-    return events
+    return diagnose([p for p in observed.pods if p["metadata"].get("labels", {}).get(LABEL_REVISION) == target],
+                    observed.nodes)

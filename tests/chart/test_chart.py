@@ -41,9 +41,9 @@ EXPECTED_RULES = {
     ("tritonops.io", "modeldeployments"): {"get", "list", "watch"},
     ("tritonops.io", "modeldeployments/finalizers"): {"update"},
     ("tritonops.io", "modeldeployments/status"): {"patch"},
-    ("apps", "deployments"): {"list", "watch", "create", "patch", "delete"},
-    ("", "services"): {"list", "watch", "create", "patch", "delete"},
-    ("", "configmaps"): {"list", "watch", "create", "patch", "delete"},
+    ("apps", "deployments"): {"get", "list", "watch", "create", "patch", "delete"},
+    ("", "services"): {"get", "list", "watch", "create", "patch", "delete"},
+    ("", "configmaps"): {"get", "list", "watch", "create", "patch", "delete"},
     ("", "pods"): {"list", "watch"},
     ("", "events"): {"create"},
     ("gateway.networking.k8s.io", "httproutes"): {"get", "patch"},
@@ -130,7 +130,9 @@ def _documented_keys(text: str) -> tuple[set[str], set[str]]:
 
 
 def _under_list(path: str) -> bool:
-    return path.startswith(("networkPolicy.inferenceFrom.", "networkPolicy.metricsFrom."))
+    return path.startswith(("networkPolicy.inferenceFrom.", "networkPolicy.metricsFrom.", "networkPolicy.dnsTo.",
+                            "networkPolicy.modelStore.extraEgress.", "networkPolicy.operator.metricsFrom.",
+                            "networkPolicy.operator.extraEgress."))
 
 
 def test_every_value_is_documented() -> None:
@@ -178,9 +180,11 @@ def test_rbac_is_least_privilege(rendered: dict[str, str]) -> None:
     assert rule_table(role["rules"]) == EXPECTED_RULES
     crds = ("apiextensions.k8s.io", "customresourcedefinitions")
     scanning = one(docs, "ClusterRole", "tritonops-scanning")
-    assert rule_table(scanning["rules"]) == {crds: {"list", "watch"}, ("", "namespaces"): {"list", "watch"}}
+    nodes = ("", "nodes")
+    assert rule_table(scanning["rules"]) == {crds: {"list", "watch"}, ("", "namespaces"): {"list", "watch"},
+                                             nodes: {"list"}}
     scanning_cw = one(documents(helm_template(sets=["clusterWide=true"])), "ClusterRole", "tritonops-scanning")
-    assert rule_table(scanning_cw["rules"]) == {crds: {"list", "watch"}}
+    assert rule_table(scanning_cw["rules"]) == {crds: {"list", "watch"}, nodes: {"list"}}
     cluster = documents(rendered["clusterwide"])
     assert not by_kind(cluster, "Role") and not by_kind(cluster, "RoleBinding")
     (cluster_role,) = by_kind(cluster, "ClusterRole")
@@ -198,7 +202,7 @@ def test_one_role_per_watched_namespace(rendered: dict[str, str]) -> None:
                                         "namespace": "tritonops-system"}]
     args = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
     assert [a for a in args if a.startswith("--namespace")] == ["--namespace=team-a", "--namespace=team-b"]
-    policies = by_kind(docs, "NetworkPolicy")
+    policies = [p for p in by_kind(docs, "NetworkPolicy") if p["metadata"]["name"] == "tritonops-triton"]
     assert sorted(p["metadata"]["namespace"] for p in policies) == ["team-a", "team-b"]
 
 
@@ -212,11 +216,14 @@ def test_operator_deployment(rendered: dict[str, str]) -> None:
     assert c["args"][:2] == ["run", "--namespace=tritonops-system"]
     assert "--health-port=8081" in c["args"] and "--metrics-port=8080" in c["args"]
     assert {"name": "TRITONOPS_RUNTIME_IMAGE", "value": "ghcr.io/tritonops/tritonops-runtime:0.1.0"} in c["env"]
-    for probe in ("livenessProbe", "readinessProbe"):
-        assert c[probe]["httpGet"] == {"path": "/healthz", "port": "health"}
+    # Liveness on kopf's /healthz; readiness on the metrics endpoint, the only Service's backend.
+    assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
+    assert c["readinessProbe"]["httpGet"] == {"path": "/metrics", "port": "metrics"}
     assert {"name": "health", "containerPort": 8081, "protocol": "TCP"} in c["ports"]
     # Pod Security "restricted".
     assert pod["securityContext"]["runAsNonRoot"] is True
+    # A UID/GID of at least 10000 can never be a user of the node.
+    assert pod["securityContext"]["runAsUser"] >= 10000 and pod["securityContext"]["runAsGroup"] >= 10000
     assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
     assert c["securityContext"]["allowPrivilegeEscalation"] is False
     assert c["securityContext"]["capabilities"] == {"drop": ["ALL"]}
@@ -262,13 +269,70 @@ def test_dashboard_queries_the_documented_metrics(rendered: dict[str, str]) -> N
     assert "by (model, version)" in exprs  # (tests/chart/test_dashboard.py checks the dashboard in depth)
 
 
+def _policy(docs: list[dict[str, Any]], name: str) -> dict[str, Any]:
+    """The first NetworkPolicy of that name (the Triton one repeats in each namespace)."""
+    return next(p for p in by_kind(docs, "NetworkPolicy") if p["metadata"]["name"] == name)
+
+
+def _ports(rules: list[dict[str, Any]]) -> list[list[int]]:
+    return [sorted(p["port"] for p in rule["ports"]) for rule in rules]
+
+
+DNS = [{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}]
+KUBE_DNS = [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
+             "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}]
+
+
 def test_network_policy_ports(rendered: dict[str, str]) -> None:
-    policy = by_kind(documents(rendered["namespaced-full"]), "NetworkPolicy")[0]
+    docs = documents(rendered["namespaced-full"])
+    policy = _policy(docs, "tritonops-triton")
     assert policy["spec"]["podSelector"] == {"matchLabels": {"app.kubernetes.io/name": "triton",
                                                              "app.kubernetes.io/managed-by": "tritonops"}}
-    ports = [sorted(p["port"] for p in rule["ports"]) for rule in policy["spec"]["ingress"]]
-    assert ports == [[8000, 8001], [8002]]
-    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    assert _ports(policy["spec"]["ingress"]) == [[8000, 8001], [8002]]
+    assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"]
+    # Egress: DNS, the model store's CIDRs and ports, then the extra rules (namespaced-full narrows all).
+    dns, store, minio = policy["spec"]["egress"]
+    assert dns == {"ports": DNS, "to": [{"ipBlock": {"cidr": "169.254.20.10/32"}}]}
+    assert store == {"to": [{"ipBlock": {"cidr": "10.20.0.0/16"}}], "ports": [{"port": 9000, "protocol": "TCP"}]}
+    assert minio["ports"] == [{"port": 9000, "protocol": "TCP"}]
+    # Defaults: cluster DNS, and https/http to any address (the fetcher's model stores are not known).
+    default = documents(helm_template(sets=["networkPolicy.enabled=true"]))
+    triton = _policy(default, "tritonops-triton")
+    assert triton["spec"]["egress"] == [
+        {"ports": DNS, "to": KUBE_DNS},
+        {"to": [{"ipBlock": {"cidr": "0.0.0.0/0"}}, {"ipBlock": {"cidr": "::/0"}}],
+         "ports": [{"port": 443, "protocol": "TCP"}, {"port": 80, "protocol": "TCP"}]}]
+    closed = documents(helm_template(sets=["networkPolicy.enabled=true", "networkPolicy.modelStore.cidrs=null"]))
+    triton = _policy(closed, "tritonops-triton")
+    assert triton["spec"]["egress"] == [{"ports": DNS, "to": KUBE_DNS}]
+
+
+def test_operator_network_policy(rendered: dict[str, str]) -> None:
+    assert not by_kind(documents(rendered["default"]), "NetworkPolicy")  # opt-in
+    docs = documents(helm_template(sets=["networkPolicy.enabled=true"]))
+    policy = _policy(docs, "tritonops-operator")
+    dep = one(docs, "Deployment")
+    assert policy["metadata"]["namespace"] == dep["metadata"]["namespace"]
+    assert policy["spec"]["podSelector"]["matchLabels"] == dep["spec"]["selector"]["matchLabels"]
+    assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"]
+    # Ingress: metrics from Prometheus, health from anywhere (kubelet probes); nothing else.
+    metrics, health = policy["spec"]["ingress"]
+    assert metrics["ports"] == [{"port": 8080, "protocol": "TCP"}] and metrics["from"]
+    assert health == {"ports": [{"port": 8081, "protocol": "TCP"}]}
+    # Egress: DNS and the API server only.
+    assert policy["spec"]["egress"] == [
+        {"ports": DNS, "to": KUBE_DNS},
+        {"ports": [{"port": 443, "protocol": "TCP"}, {"port": 6443, "protocol": "TCP"}]}]
+    full = _policy(documents(rendered["namespaced-full"]), "tritonops-operator")
+    dns, api, prometheus = full["spec"]["egress"]
+    assert dns == {"ports": DNS, "to": [{"ipBlock": {"cidr": "169.254.20.10/32"}}]}
+    assert api == {"ports": [{"port": 6443, "protocol": "TCP"}], "to": [{"ipBlock": {"cidr": "172.18.0.2/32"}}]}
+    assert _ports([prometheus]) == [[9090]]
+    # Canary analysis queries Prometheus: the chart refuses a policy that would cut it off.
+    bad = run([tool("helm"), "template", "x", str(CHART), "--kube-version", "v1.36.3",
+               "--set", "networkPolicy.enabled=true", "--set", "analysis.prometheus.url=http://prom:9090"],
+              check=False)
+    assert bad.returncode != 0 and "networkPolicy.operator.extraEgress" in bad.stderr
 
 
 

@@ -6,10 +6,13 @@ import re
 from pathlib import Path
 
 import pytest
+import yaml
 
-from tests.chart.tools import ROOT, run, tool
+from tests.chart.tools import CHART, ROOT, run, tool
 
 DOCKERFILES = [ROOT / "operator" / "Dockerfile", ROOT / "runtime" / "Dockerfile"]
+# The images run as the chart's user (podSecurityContext), a UID/GID of at least 10000 (never a node user).
+UID = yaml.safe_load((CHART / "values.yaml").read_text())["podSecurityContext"]["runAsUser"]
 PINNED_PYTHON = re.compile(r"^python:3\.11\.\d+-slim-[a-z]+$")
 
 
@@ -33,6 +36,7 @@ def instructions(path: Path) -> list[tuple[str, str]]:
 
 @pytest.mark.parametrize("path", DOCKERFILES, ids=lambda p: str(p.relative_to(ROOT)))
 def test_structure(path: Path) -> None:
+    assert UID >= 10000
     ins = instructions(path)
     froms = [args.split() for word, args in ins if word == "FROM"]
     assert len(froms) >= 2, "multi-stage: a build stage and a slim final stage"
@@ -47,7 +51,7 @@ def test_structure(path: Path) -> None:
             stages.add(f[2])
     final = ins[max(i for i, (w, _) in enumerate(ins) if w == "FROM"):]
     users = [args for word, args in final if word == "USER"]
-    assert users and users[-1].split(":")[0] == "1000", "the final stage runs as uid 1000"
+    assert users and users[-1] == f"{UID}:{UID}", f"the final stage runs as uid:gid {UID}:{UID}"
     assert final[-1][0] in ("ENTRYPOINT", "CMD")
     assert any(w == "COPY" and "--from=build" in a for w, a in final), "the final stage copies the built venv"
     assert not any(w == "ADD" for w, _ in ins), "COPY, not ADD"

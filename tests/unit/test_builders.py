@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from tritonops.builders.deployment import BuildOptions, build_deployment, reques
 from tritonops.builders.meta import Owner, revision_of
 from tritonops.builders.service import build_service
 from tritonops.validate import render_model_config
+from tritonops_runtime.contract import CREDENTIAL_ENV_KEYS
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden"
 OPTS = BuildOptions(runtime_image="ghcr.io/tritonops/tritonops-runtime:0.1.0")
@@ -115,3 +117,24 @@ def test_revision_ignores_replicas_and_lifecycle_but_not_the_model() -> None:
     assert revision_of("clf", base, "x") == revision_of("clf", same, "x")
     assert revision_of("clf", base, "x") != revision_of("clf", other, "x")
     assert revision_of("clf", base, "x") != revision_of("clf", base, "y")
+
+
+def test_the_fetcher_gets_only_the_credential_keys_it_reads_and_a_bounded_disk() -> None:
+    md = copy.deepcopy(CASES["cpu-wrapper-pvc"])
+    md["spec"]["model"]["maxSize"] = "2Gi"
+    dep = render_children(md)[2]
+    pod = dep["spec"]["template"]["spec"]
+    fetch = pod["initContainers"][0]
+    assert "envFrom" not in fetch
+    refs = [e for e in fetch["env"] if "valueFrom" in e]
+    assert [e["name"] for e in refs] == list(CREDENTIAL_ENV_KEYS)
+    assert all(e["valueFrom"]["secretKeyRef"] == {"name": "store-creds", "key": e["name"], "optional": True}
+               for e in refs)
+    assert {"name": "TRITONOPS_MAX_BYTES", "value": str(2 * 1024**3)} in fetch["env"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["models"]["emptyDir"] == {"sizeLimit": "2Gi"} == volumes["scratch"]["emptyDir"]
+    assert fetch["resources"]["requests"]["ephemeral-storage"] == str(4 * 1024**3)  # archive + unpacked
+    assert pod["containers"][0]["resources"]["requests"]["ephemeral-storage"] == str(2 * 1024**3)
+    default = render_children(CASES["gpu-torchscript"])[2]["spec"]["template"]["spec"]
+    assert "ephemeral-storage" not in default["containers"][0]["resources"].get("requests", {})  # unset: no request
+    assert {v["name"]: v for v in default["volumes"]}["models"]["emptyDir"] == {"sizeLimit": "20Gi"}

@@ -44,7 +44,7 @@ def test_diagnose_prefers_scheduling_then_fetch_then_server() -> None:
     crash = _pod("c", containerStatuses=[{"restartCount": 3, "state": {"waiting": {"reason": "CrashLoopBackOff"}},
                                           "lastState": {"terminated": {"exitCode": 1, "message": "load failed"}}}])
     d = diagnose([crash, fetch, unsched])
-    assert d is not None and d.reason == "Unschedulable" and "untolerated taint" in d.message
+    assert d is not None and d.reason == "UntoleratedTaint" and "untolerated taint" in d.message
     d = diagnose([crash, fetch])
     assert d is not None and (d.reason, d.message) == ("ModelFetchFailed", "pod b: no such key")
     d = diagnose([crash])

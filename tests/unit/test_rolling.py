@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -70,3 +71,32 @@ def test_an_update_never_exceeds_its_bounds(limits: dict[str, Any]) -> None:
             break
     assert md["status"]["stableRevision"] == new and list(observed.deployments) == [new]
     assert observed.deployments[new]["spec"]["replicas"] == 4
+
+
+def test_a_rollout_past_its_deadline_leaves_the_serving_path_and_stable_serves_alone() -> None:
+    md = model_deployment(with_spec("replicas", 2))
+    observed = Observed()
+    converge(md, observed)
+    old = md["status"]["stableRevision"]
+    md["spec"]["model"]["version"] = 2
+    md["spec"]["rollout"] = {"strategy": "Rolling", "progressDeadlineSeconds": 60}
+    new = revision_of("clf", md["spec"], OPTS.runtime_image)
+    pod = {"metadata": {"name": f"{new}-x", "labels": {"tritonops.io/revision": new}}, "status": {"conditions": [
+        {"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+         "message": "0/4 nodes are available: 4 Insufficient nvidia.com/gpu."}]}}
+    observed.pods = [pod]
+    for seconds in (0, 30):
+        p = plan(md, observed, NOW + timedelta(seconds=seconds), OPTS)
+        _store(observed, p, ready=False)
+        md["status"] = p.status or md["status"]
+    assert observed.deployments[new]["spec"]["replicas"] == 2  # still trying
+    p = plan(md, observed, NOW + timedelta(seconds=61), OPTS)
+    _store(observed, p, ready=False)
+    md["status"] = p.status or md["status"]
+    assert observed.deployments[new]["spec"]["replicas"] == 0 and observed.deployments[old]["spec"]["replicas"] == 2
+    message = next(c["message"] for c in md["status"]["conditions"] if c["type"] == "Degraded")
+    assert "Insufficient nvidia.com/gpu" in message and f"revision {old} serves alone" in message
+    observed.pods = []  # its pods are gone; the reason stays
+    p = plan(md, observed, NOW + timedelta(seconds=90), OPTS)
+    assert p.status is None or "Insufficient nvidia.com/gpu" in next(
+        c["message"] for c in p.status["conditions"] if c["type"] == "Degraded")

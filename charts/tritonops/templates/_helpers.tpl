@@ -98,3 +98,14 @@ app.kubernetes.io/part-of: tritonops
 {{- end }}
 {{- end }}
 {{- end }}
+
+{{/* The DNS egress rule of both NetworkPolicies: port 53 (UDP and TCP) to networkPolicy.dnsTo ([]: anywhere). */}}
+{{- define "tritonops.dnsEgress" -}}
+- ports:
+    - {port: 53, protocol: UDP}
+    - {port: 53, protocol: TCP}
+  {{- with .Values.networkPolicy.dnsTo }}
+  to:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+{{- end }}

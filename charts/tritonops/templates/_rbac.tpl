@@ -22,21 +22,22 @@ No wildcards, and no access to Secrets: the fetcher pods read model-store creden
   verbs: ["patch"]
 # One Deployment per revision: written by server-side apply (PATCH; the API server also checks `create`
 # when the PATCH creates the object), deleted once a newer revision serves; kopf watches them (by label)
-# to trigger reconciles, and the controller lists them by label to observe.
+# to trigger reconciles, and the controller lists them by label to observe. Before creating a child the
+# controller reads its name (get) so that it never adopts an object someone else created there.
 - apiGroups: ["apps"]
   resources: ["deployments"]
-  verbs: ["list", "watch", "create", "patch", "delete"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
 # The Service of each ModelDeployment (HTTP, gRPC, metrics): applied, watched and listed (owner references
 # let the garbage collector remove it with its ModelDeployment). A canary routed through a Gateway API
 # HTTPRoute also has a Service per revision, deleted with its revision.
 - apiGroups: [""]
   resources: ["services"]
-  verbs: ["list", "watch", "create", "patch", "delete"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
 # The immutable per-revision ConfigMap with config.pbtxt: applied, listed and watched, deleted with its
 # revision.
 - apiGroups: [""]
   resources: ["configmaps"]
-  verbs: ["list", "watch", "create", "patch", "delete"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
 # Triton pods: read only, to explain why a revision is not ready (unschedulable, fetch or load failures).
 - apiGroups: [""]
   resources: ["pods"]

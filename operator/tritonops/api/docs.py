@@ -45,12 +45,35 @@ def _rows(node: dict[str, Any], path: str, required: bool) -> Iterator[str]:
                          name in needed)
 
 
+_JUNCTORS = ("allOf", "anyOf", "oneOf")
+RULES_HEADING = "## Validation rules enforced by the API server"
+
+
+def _children(node: dict[str, Any], path: str) -> Iterator[tuple[dict[str, Any], str]]:
+    """Every schema nested in ``node`` with its field path: ``[]`` is each list item, ``{}`` each map value.
+
+    Junctors (``allOf``/``anyOf``/``oneOf``/``not``) constrain the same value, so they keep ``path``.
+    """
+    for name, sub in node.get("properties", {}).items():
+        yield sub, f"{path}.{name}" if path else name
+    if isinstance(node.get("items"), dict):
+        yield node["items"], f"{path}[]"
+    if isinstance(node.get("additionalProperties"), dict):
+        yield node["additionalProperties"], f"{path}{{}}"
+    for key in _JUNCTORS:
+        for sub in node.get(key, []):
+            yield sub, path
+    if isinstance(node.get("not"), dict):
+        yield node["not"], path
+
+
 def _rules(node: dict[str, Any], path: str) -> Iterator[str]:
+    """One bullet per ``x-kubernetes-validations`` entry anywhere under ``node``, depth first."""
     for r in node.get("x-kubernetes-validations", []):
-        yield f"- `{path}`: {r['message']}"
-    target = node.get("items", node)
-    for name, sub in target.get("properties", {}).items():
-        yield from _rules(sub, f"{path}.{name}")
+        text = r.get("message") or r.get("messageExpression") or f"failed rule: {r['rule']}"
+        yield f"- `{path or '(root)'}`: {' '.join(str(text).split())}"
+    for sub, sub_path in _children(node, path):
+        yield from _rules(sub, sub_path)
 
 
 def render(crd: dict[str, Any]) -> str:
@@ -61,7 +84,10 @@ def render(crd: dict[str, Any]) -> str:
         lines += [f"## {part}\n", "| field | type | description | constraints |", "|---|---|---|---|"]
         lines += list(_rows(root["properties"][part], part, False))[1:]
         lines.append("")
-    lines += ["## Validation rules enforced by the API server\n", *_rules(root, "")]
+    lines += [f"{RULES_HEADING}\n",
+              "Each rule is listed under the field it is declared on: `[]` stands for every item of a list, "
+              "`{}` for every value of a map and `(root)` for the whole object.\n",
+              *_rules(root, "")]
     return "\n".join(lines) + "\n"
 
 

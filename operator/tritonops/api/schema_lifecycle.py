@@ -7,7 +7,7 @@ retraining controllers implement them.
 from __future__ import annotations
 
 from tritonops.api.openapi import Schema, array, boolean, integer, number, obj, quantity_map, rule, string
-from tritonops.api.schema_model import STORAGE_URI_RULE
+from tritonops.api.schema_model import NO_CREDENTIALS_MESSAGE, NO_CREDENTIALS_RULE, STORAGE_URI_RULE
 
 ANALYSIS_METRICS = ("ErrorRate", "LatencyP99Ms", "QueueTimeP99Ms", "PredictionDriftPSI")
 AUTOSCALING_METRICS = ("QueueTime", "InferenceRate", "GPUUtilization", "Prometheus")
@@ -193,7 +193,10 @@ def drift_schema() -> Schema:
                              required=("storageUri",),
                              rules=(rule(STORAGE_URI_RULE.replace("self.", "self.storageUri."),
                                          "spec.drift.reference.storageUri must be an s3://, gs://, "
-                                         "http(s)://, pvc:// or file:/// URI", field_path=".storageUri"),)),
+                                         "http(s)://, pvc:// or file:/// URI", field_path=".storageUri"),
+                                    rule(NO_CREDENTIALS_RULE.replace("self.", "self.storageUri."),
+                                         f"spec.drift.reference.storageUri {NO_CREDENTIALS_MESSAGE}",
+                                         field_path=".storageUri"))),
         },
         "Watch the live inputs for data drift.",
         rules=(rule("!has(self.enabled) || !self.enabled || has(self.reference)",
@@ -225,5 +228,8 @@ def retraining_schema() -> Schema:
         "Retrain the model in a Job when drift is detected, then roll the result out.",
         rules=(rule("!has(self.enabled) || !self.enabled || has(self.outputStorageUri)",
                     "spec.retraining.enabled needs spec.retraining.outputStorageUri",
-                    field_path=".outputStorageUri"),),
+                    field_path=".outputStorageUri"),
+               rule("!has(self.outputStorageUri) || (" + NO_CREDENTIALS_RULE.replace("self.", "self.outputStorageUri.")
+                    + ")", f"spec.retraining.outputStorageUri {NO_CREDENTIALS_MESSAGE}",
+                    field_path=".outputStorageUri")),
     )

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from tritonops.api import DEFAULT_TRITON_IMAGE
-from tritonops.api.openapi import Schema, array, integer, obj, rule, string, string_map
+from tritonops.api.openapi import Schema, array, boolean, integer, obj, rule, string, string_map
+from tritonops_runtime.contract import CREDENTIAL_ENV_KEYS
 
 DATA_TYPES = (
     "TYPE_BOOL", "TYPE_UINT8", "TYPE_UINT16", "TYPE_UINT32", "TYPE_UINT64", "TYPE_INT8", "TYPE_INT16",
@@ -21,6 +22,16 @@ STORAGE_URI_RULE = (
     " || self.matches('^https?://[^\\\\s/]+(/[^\\\\s]*)?$')"
     " || self.matches('^pvc://[a-z0-9]([-a-z0-9]*[a-z0-9])?/[^\\\\s]+$')"
     " || self.matches('^file:///[^\\\\s]*$')"
+)
+# Credentials never travel in a URI: it is copied into pod env, status.history, events and error lines.
+NO_CREDENTIALS_RULE = (
+    "!self.matches('^[a-z0-9]+://[^/?#]*@')"
+    " && !self.matches('(?i)[?&](x-amz-signature|x-amz-credential|x-amz-security-token|x-goog-signature|"
+    "x-goog-credential|signature|sig|token|access_token|sv|se|sp)=')"
+)
+NO_CREDENTIALS_MESSAGE = (
+    "must not carry credentials (user:password@ or a signed query such as X-Amz-Signature or sig=): put them "
+    "in the Secret named by spec.model.credentials.secretName"
 )
 STORAGE_URI_MESSAGE = (
     "spec.model.storageUri must be s3://bucket/path, gs://bucket/path, http(s)://host/path, "
@@ -64,10 +75,15 @@ def model_schema() -> Schema:
             "format": string("Model format.", max_length=16, enum=FORMATS),
             "digest": string("Expected sha256 of the fetched file or archive; the fetch fails on mismatch.",
                              max_length=71, pattern=r"^sha256:[a-f0-9]{64}$"),
+            "maxSize": {"x-kubernetes-int-or-string": True, "anyOf": [{"type": "integer"}, {"type": "string"}],
+                        "pattern": r"^[0-9]+(Ki|Mi|Gi|Ti|k|M|G|T)?$",
+                        "description": "Largest the model may be, downloaded and unpacked (default 20Gi): the fetch "
+                                       "fails beyond it, the model and scratch volumes get it as sizeLimit, and "
+                                       "when set the pod requests it as ephemeral-storage (twice during the fetch: "
+                                       "archive and unpacked files)."},
             "credentials": obj(
-                {"secretName": string("Secret in this namespace whose keys become the fetcher's "
-                                      "environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, "
-                                      "AWS_REGION, AWS_ENDPOINT_URL).",
+                {"secretName": string("Secret in this namespace; only the keys the fetcher reads are passed to "
+                                      f"it ({', '.join(CREDENTIAL_ENV_KEYS)}), each optional.",
                                       max_length=253, min_length=1)},
                 "Credentials for the model store.", required=("secretName",),
             ),
@@ -82,6 +98,8 @@ def model_schema() -> Schema:
                  "ModelDeployment to serve under another name", field_path=".name"),
             rule(STORAGE_URI_RULE.replace("self.", "self.storageUri."), STORAGE_URI_MESSAGE,
                  field_path=".storageUri"),
+            rule(NO_CREDENTIALS_RULE.replace("self.", "self.storageUri."),
+                 f"spec.model.storageUri {NO_CREDENTIALS_MESSAGE}", field_path=".storageUri"),
         ),
     )
 
@@ -131,6 +149,9 @@ def triton_schema() -> Schema:
                 max_length=16, enum=("Native", "PythonWrapper"), default="Native"),
             "maxBatchSize": integer("0 disables batching.", minimum=0, maximum=1048576, default=0),
             "instanceGroups": array(_instance_group(), max_items=8),
+            "allowCPUFallback": boolean("PythonWrapper with KIND_GPU instances: when torch has no CUDA or "
+                                        "onnxruntime no CUDA provider, serve on the CPU with a loud warning "
+                                        "instead of failing the model load (the default)."),
             "dynamicBatching": dyn,
             "versionPolicy": _version_policy(),
             "parameters": string_map("Model config parameters.", max_properties=32, value_max_length=1024),

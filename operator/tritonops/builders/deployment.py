@@ -20,11 +20,12 @@ from tritonops.builders.meta import (
     selector_labels,
     stamp_hash,
 )
+from tritonops.diff import parse_quantity
 from tritonops_runtime import contract as c
 
 GPU = "nvidia.com/gpu"
 GPU_TOLERATION = {"key": GPU, "operator": "Exists", "effect": "NoSchedule"}
-UID = 1000
+UID = 10001  # pods run as a high UID that no host account shares (kube-score; runtime/Dockerfile)
 # A terminating pod keeps serving this long before tritonserver gets SIGTERM: endpoint removal reaches
 # kube-proxy (and Gateways, load balancers) asynchronously, and until it has, new connections still arrive
 # at this pod. Without it a rollout refuses connections (seen on the real node: 50 of 11,036 requests).
@@ -40,6 +41,12 @@ class BuildOptions:
     prometheus: bool = False  # the operator has a Prometheus for canary analysis (validation asks)
 
 
+ANNOTATION_TEMPLATE = "tritonops.io/template-version"
+# Bumped whenever these builders change a revision's pod template for an unchanged spec (2: latency
+# summaries for canary analysis). A Deployment of an earlier version is frozen: see tritonops.revisions.
+TEMPLATE_VERSION = "2"
+
+
 def requests_gpu(spec: dict[str, Any]) -> bool:
     """Whether the Triton container asks for GPUs."""
     limits = spec.get("resources", {}).get("limits", {})
@@ -49,6 +56,29 @@ def requests_gpu(spec: dict[str, Any]) -> bool:
 def _restricted(read_only_root: bool = True) -> dict[str, Any]:
     return {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]},
             "readOnlyRootFilesystem": read_only_root, "runAsNonRoot": True}
+
+
+DEFAULT_MAX_SIZE = "20Gi"
+
+
+def max_size(spec: dict[str, Any]) -> tuple[str, int, bool]:
+    """``spec.model.maxSize`` as (quantity, bytes, set explicitly); the fetcher's 20Gi by default."""
+    given = spec["model"].get("maxSize")
+    quantity = str(given if given is not None else DEFAULT_MAX_SIZE)
+    number = parse_quantity(quantity)
+    return quantity, int(number) if number is not None else c.DEFAULT_MAX_BYTES, given is not None
+
+
+def _with_ephemeral(resources: dict[str, Any], amount: int) -> dict[str, Any]:
+    requests = {**resources.get("requests", {}), "ephemeral-storage": str(amount)}
+    return {**resources, "requests": requests}
+
+
+def _fetch_resources(spec: dict[str, Any]) -> dict[str, Any]:
+    """The fetcher's resources; with maxSize set, room for the archive and its unpacked files at once."""
+    resources = {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "1Gi"}}
+    _, size, explicit = max_size(spec)
+    return _with_ephemeral(resources, 2 * size) if explicit else resources
 
 
 def _fetch_env(spec: dict[str, Any]) -> list[dict[str, Any]]:
@@ -63,6 +93,7 @@ def _fetch_env(spec: dict[str, Any]) -> list[dict[str, Any]]:
         (c.ENV_REPOSITORY, c.MODEL_REPOSITORY),
         (c.ENV_CONFIG_FILE, f"{c.CONFIG_DIR}/{c.CONFIG_FILE}"),
         (c.ENV_PVC_ROOT, c.PVC_ROOT),
+        (c.ENV_MAX_BYTES, str(max_size(spec)[1])),
     ]
     # The API server drops empty values, which would read back as a difference: leave them out.
     return [{"name": k, "value": v} for k, v in values if v]
@@ -84,13 +115,15 @@ def _fetch_container(spec: dict[str, Any], opts: BuildOptions) -> dict[str, Any]
     container: dict[str, Any] = {
         "name": "fetch-model", "image": opts.runtime_image, "imagePullPolicy": opts.runtime_pull_policy,
         "command": ["tritonops-fetch"], "env": _fetch_env(spec), "volumeMounts": mounts,
-        "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "1Gi"}},
+        "resources": _fetch_resources(spec),
         "securityContext": _restricted(), "terminationMessagePath": c.TERMINATION_LOG,
         "terminationMessagePolicy": "FallbackToLogsOnError",
     }
     secret = spec["model"].get("credentials", {}).get("secretName")
-    if secret:
-        container["envFrom"] = [{"secretRef": {"name": secret}}]
+    if secret:  # only the keys the fetcher reads, each optional: never the whole Secret (envFrom)
+        container["env"] = container["env"] + [
+            {"name": key, "valueFrom": {"secretKeyRef": {"name": secret, "key": key, "optional": True}}}
+            for key in c.CREDENTIAL_ENV_KEYS]
     return container
 
 
@@ -132,17 +165,25 @@ def _triton_container(spec: dict[str, Any]) -> dict[str, Any]:
         "imagePullPolicy": runtime.get("imagePullPolicy", "IfNotPresent"),
         "command": ["tritonserver"], "args": triton_args(runtime), "ports": ports,
         **_probes(runtime), "lifecycle": {"preStop": {"sleep": {"seconds": DRAIN_SECONDS}}},
-        "resources": spec.get("resources", {}), "volumeMounts": mounts,
+        "resources": _serving_resources(spec), "volumeMounts": mounts,
         "securityContext": _restricted(), "terminationMessagePolicy": "FallbackToLogsOnError",
     }
 
 
+def _serving_resources(spec: dict[str, Any]) -> dict[str, Any]:
+    """The user's resources, plus the model's maxSize as an ephemeral-storage request when it is set."""
+    _, size, explicit = max_size(spec)
+    resources: dict[str, Any] = spec.get("resources", {})
+    return _with_ephemeral(resources, size) if explicit else resources
+
+
 def _volumes(spec: dict[str, Any], revision: str) -> list[dict[str, Any]]:
+    limit = max_size(spec)[0]  # the kubelet evicts a pod whose volume grows past it
     volumes: list[dict[str, Any]] = [
-        {"name": "models", "emptyDir": {}},
+        {"name": "models", "emptyDir": {"sizeLimit": limit}},
         {"name": "config", "configMap": {"name": config_map_name(revision)}},
         {"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": "1Gi"}},
-        {"name": "scratch", "emptyDir": {}},
+        {"name": "scratch", "emptyDir": {"sizeLimit": limit}},
     ]
     claim = pvc_claim(spec["model"]["storageUri"])
     if claim:
@@ -201,7 +242,8 @@ def build_deployment(owner: Owner, revision: str, spec: dict[str, Any], replicas
     if replicas is not None:
         deployment_spec["replicas"] = replicas
     return stamp_hash({"apiVersion": "apps/v1", "kind": "Deployment",
-                       "metadata": metadata(revision, owner, labels), "spec": deployment_spec})
+                       "metadata": metadata(revision, owner, labels, {ANNOTATION_TEMPLATE: TEMPLATE_VERSION}),
+                       "spec": deployment_spec})
 
 
 def deployment_replicas(name: str, namespace: str, replicas: int) -> dict[str, Any]:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tritonops.api import API_VERSION, KIND
+from tritonops.diff import parse_quantity
 
 LABEL_NAME = "app.kubernetes.io/name"
 LABEL_INSTANCE = "app.kubernetes.io/instance"
@@ -46,12 +47,35 @@ def canonical_hash(value: Any, length: int = 10) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:length]
 
 
+def _canonical_quantities(resources: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for part, values in resources.items():
+        if isinstance(values, dict):
+            out[part] = {}
+            for key, value in values.items():
+                number = parse_quantity(value)
+                out[part][key] = format(number.normalize(), "f") if number is not None else value
+        else:
+            out[part] = values
+    return out
+
+
 def revision_of(name: str, spec: dict[str, Any], runtime_image: str) -> str:
-    """Revision name ``<md>-<hash>``, hashed from the serving-relevant spec and the fetcher image.
+    """Revision name ``<md>-<hash>``, hashed from the serving-relevant spec (quantities canonical: ``1``,
+    ``"1"`` and ``"1000m"`` hash alike) and the fetcher image.
 
     >>> revision_of("clf", {"model": {"name": "clf"}}, "img")  # doctest: +SKIP
     'clf-3f1c0a9b2e'
     """
+    basis = {k: spec[k] for k in REVISION_FIELDS if k in spec}
+    if "resources" in basis:
+        basis["resources"] = _canonical_quantities(basis["resources"])
+    basis["fetcherImage"] = runtime_image
+    return f"{name}-{canonical_hash(basis)}"
+
+
+def legacy_revision_of(name: str, spec: dict[str, Any], runtime_image: str) -> str:
+    """The revision name operator versions before 0.2 gave ``spec`` (quantities hashed as written)."""
     basis = {k: spec[k] for k in REVISION_FIELDS if k in spec}
     basis["fetcherImage"] = runtime_image
     return f"{name}-{canonical_hash(basis)}"

@@ -4,7 +4,7 @@ Each image is an OCI image-layout tar (:mod:`tritonops.devcluster.oci`) for ``ct
 
 - :data:`PAUSE_IMAGE`: ``hack/pause/pause.c`` built with ``gcc -static -Os``; ``/pause`` is its only file.
 - :data:`RUNTIME_IMAGE`: ``runtime/Dockerfile``'s image under the operator's default ``--runtime-image`` name
-  (so rendered pods are the production ones): ``/opt/venv`` with this checkout's ``runtime/``, user 1000,
+  (so rendered pods are the production ones): ``/opt/venv`` with this checkout's ``runtime/``, user 10001,
   entrypoint ``tritonops-fetch``; its Python 3.11 is Debian's rather than python.org's.
 - :data:`TRITON_IMAGE`: a CPU stand-in for NGC's tritonserver: the ``nvidia-pytriton`` wheel's server and Python
   backend laid out as in NGC (``/opt/tritonserver/bin``, default backend dir ``/opt/tritonserver/backends``),
@@ -43,6 +43,7 @@ Log = Callable[[str], None]
 PAUSE_IMAGE = "localhost/tritonops/pause:3.10"
 RUNTIME_IMAGE = "ghcr.io/tritonops/tritonops-runtime:0.1.0"
 TRITON_IMAGE = "localhost/tritonops/tritonserver-cpu:2.51.0-pytriton0.7.0"
+RUNTIME_UID = 10001  # as runtime/Dockerfile: a high UID no host account shares
 
 SUITE = "bookworm"
 MIRRORS = ("deb http://deb.debian.org/debian bookworm main", "deb http://deb.debian.org/debian bookworm-updates main",
@@ -153,9 +154,9 @@ def _debootstrap(rootfs: Path, packages: Sequence[str], cache: Path, log: Log) -
           f"--customize-hook=sync-out /var/cache/apt/archives {debs}", SUITE, str(rootfs), *MIRRORS])
 
 
-def _add_user(rootfs: Path, name: str) -> None:
-    _chroot(rootfs, "groupadd", "--gid", "1000", name)
-    _chroot(rootfs, "useradd", "--uid", "1000", "--gid", "1000", "--no-create-home", "--no-log-init",
+def _add_user(rootfs: Path, name: str, uid: int) -> None:
+    _chroot(rootfs, "groupadd", "--gid", str(uid), name)
+    _chroot(rootfs, "useradd", "--uid", str(uid), "--gid", str(uid), "--no-create-home", "--no-log-init",
             "--home-dir", "/nonexistent", "--shell", "/usr/sbin/nologin", name)
 
 
@@ -218,7 +219,7 @@ def _build_pause(rootfs: Path, cache: Path, log: Log) -> None:
 def _build_runtime(rootfs: Path, cache: Path, log: Log) -> None:
     wheels = _fetch_wheels(cache, BUILD_WHEELS, log)
     _debootstrap(rootfs, ("python3",), cache, log)
-    _add_user(rootfs, "tritonops")
+    _add_user(rootfs, "tritonops", RUNTIME_UID)
     src, runtime = rootfs / "tmp" / "build" / "src" / "runtime", repo_root() / "runtime"
     shutil.copytree(runtime / "tritonops_runtime", src / "tritonops_runtime",
                     ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
@@ -248,7 +249,7 @@ def _check_triton(rootfs: Path, log: Log) -> None:
 def _build_triton(rootfs: Path, cache: Path, log: Log) -> None:
     wheels = _fetch_wheels(cache, (PIP, *TRITON_WHEELS), log)
     _debootstrap(rootfs, ("python3", f"libpython{PY}"), cache, log)  # the stub links libpython3.11.so.1.0
-    _add_user(rootfs, "triton-server")  # NGC's name for uid 1000
+    _add_user(rootfs, "triton-server", 1000)  # NGC's name and uid; pods run as the builders' UID anyway
     log(f"pip install {' '.join(TRITON_WHEELS)} into /opt/venv")
     _venv_install(rootfs, wheels, "--no-deps", *TRITON_WHEELS)
     for rel, target in TRITON_LAYOUT.items():
@@ -269,7 +270,8 @@ def recipes() -> list[Recipe]:
         Recipe("pause", PAUSE_IMAGE, oci.ImageConfig(("/pause",), user="65535:65535"), _build_pause,
                (root / "hack" / "pause" / "pause.c",)),
         Recipe("runtime", RUNTIME_IMAGE,
-               oci.ImageConfig(("tritonops-fetch",), python_env, "1000:1000", labels=RUNTIME_LABELS),
+               oci.ImageConfig(("tritonops-fetch",), python_env, f"{RUNTIME_UID}:{RUNTIME_UID}",
+                                              labels=RUNTIME_LABELS),
                _build_runtime, (root / "runtime" / "pyproject.toml", root / "runtime" / "tritonops_runtime"),
                BUILD_WHEELS),
         Recipe("triton", TRITON_IMAGE, oci.ImageConfig(("tritonserver",), triton_env, "1000:1000", "/opt/tritonserver"),

@@ -25,7 +25,10 @@ ROLLOUT_COMPLETE: Final = "RolloutComplete"  # Progressing False: the desired re
 PROGRESS_DEADLINE_EXCEEDED: Final = "ProgressDeadlineExceeded"  # the new revision did not become available
 ROLLOUT_BLOCKED: Final = "RolloutBlockedByInvalidSpec"  # Progressing False: spec cannot be honoured
 INSUFFICIENT_GPU: Final = "InsufficientGPU"  # Degraded: the scheduler found no node with free GPUs
+UNTOLERATED_TAINT: Final = "UntoleratedTaint"  # Degraded: the only fitting nodes carry taints the pods lack
+NODE_SELECTOR_MISMATCH: Final = "NodeSelectorMismatch"  # Degraded: no node matches nodeSelector/affinity
 UNSCHEDULABLE: Final = "Unschedulable"  # Degraded: pods cannot be scheduled for another reason
+RESOURCE_CONFLICT: Final = "ResourceConflict"  # Degraded: a child's name is taken by an object we do not own
 MODEL_FETCH_FAILED: Final = "ModelFetchFailed"  # Degraded: the init container could not fetch the model
 MODEL_LOAD_FAILED: Final = "ModelLoadFailed"  # Degraded: tritonserver keeps failing to start
 CANARY_STEP: Final = "CanaryStep"  # Progressing: a canary is walking its steps
@@ -36,6 +39,7 @@ ROLLOUT_ABORTED: Final = "RolloutAborted"  # Degraded/Progressing: the canary wa
 AS_EXPECTED: Final = "AsExpected"  # Degraded False
 SPEC_VALID: Final = "SpecValid"  # InvalidSpec False
 INVALID_SPEC_REASON: Final = "InvalidSpec"  # InvalidSpec True
+SYSTEM_NAMESPACE: Final = "SystemNamespace"  # InvalidSpec/Ready: in kube-system & co. without being listed
 
 # --- event reasons -----------------------------------------------------------------------------
 EVENT_REVISION_PROMOTED: Final = "RevisionPromoted"
