@@ -6,7 +6,9 @@ names the spec field and the fix; the operator reports it as ``InvalidSpec``.
 
 The ``PythonWrapper`` backend serves TorchScript/ONNX files with Triton's Python backend and our wrapper
 ``model.py`` (:mod:`tritonops_runtime.backend.model`); the rendered config tells the wrapper which format
-and file to load through the ``tritonops.format`` / ``tritonops.model_file`` parameters.
+and file to load through the ``tritonops.format`` / ``tritonops.model_file`` parameters, and
+``tritonops.allow_cpu_fallback: "true"`` (from ``spec.runtime.triton.allowCPUFallback``) lets its ``KIND_GPU``
+instances serve on the CPU, with a warning, when torch/onnxruntime cannot use the GPU (else the load fails).
 """
 
 from __future__ import annotations
@@ -25,7 +27,9 @@ WRAPPER_UNSUPPORTED_TYPES = frozenset({"TYPE_STRING", "TYPE_BF16"})
 INSTANCE_KINDS = frozenset({"KIND_GPU", "KIND_CPU"})
 # Native backends that cannot derive inputs/outputs from the model file (Triton's auto-complete).
 NEEDS_IO = frozenset({"torchscript"})
-_RESERVED_PARAMS = (c.WRAPPER_PARAM_FORMAT, c.WRAPPER_PARAM_FILE)
+# The wrapper's switch for spec.runtime.triton.allowCPUFallback (mirrored in backend/model.py).
+WRAPPER_PARAM_ALLOW_CPU_FALLBACK = "tritonops.allow_cpu_fallback"
+_RESERVED_PARAMS = (c.WRAPPER_PARAM_FORMAT, c.WRAPPER_PARAM_FILE, WRAPPER_PARAM_ALLOW_CPU_FALLBACK)
 
 
 class ConfigError(ValueError):
@@ -163,16 +167,25 @@ def _backend(model: Mapping[str, Any], triton: Mapping[str, Any]) -> tuple[str, 
     user = {str(k): str(v) for k, v in (triton.get("parameters") or {}).items()}
     reserved = sorted(set(user) & set(_RESERVED_PARAMS))
     if reserved:
+        hint = " (set spec.runtime.triton.allowCPUFallback instead)" if \
+            reserved[0] == WRAPPER_PARAM_ALLOW_CPU_FALLBACK else ""
         raise ConfigError("spec.runtime.triton.parameters", f"{reserved[0]!r} is reserved for tritonops: "
-                          "remove it")
+                          f"remove it{hint}")
+    fallback = triton.get("allowCPUFallback") is True
     if mode == c.BACKEND_NATIVE:
+        if fallback:
+            raise ConfigError("spec.runtime.triton.allowCPUFallback", "applies to backend: PythonWrapper only "
+                              "(Triton's native backends do not fall back): remove it or use PythonWrapper")
         return c.NATIVE_BACKENDS[fmt], user
     if mode != c.BACKEND_PYTHON_WRAPPER:
         raise ConfigError("spec.runtime.triton.backend", f"unknown backend {mode!r}: use Native or PythonWrapper")
     if fmt not in c.WRAPPABLE_FORMATS:
         raise ConfigError("spec.runtime.triton.backend", f"PythonWrapper serves {' and '.join(c.WRAPPABLE_FORMATS)} "
                           f"files only, not {fmt}: use backend: Native")
-    return "python", {**user, c.WRAPPER_PARAM_FORMAT: fmt, c.WRAPPER_PARAM_FILE: c.MODEL_FILES[fmt]}
+    params = {**user, c.WRAPPER_PARAM_FORMAT: fmt, c.WRAPPER_PARAM_FILE: c.MODEL_FILES[fmt]}
+    if fallback:
+        params[WRAPPER_PARAM_ALLOW_CPU_FALLBACK] = "true"
+    return "python", params
 
 
 def _check_io(model: Mapping[str, Any], wrapper: bool) -> None:
