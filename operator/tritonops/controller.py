@@ -21,7 +21,7 @@ from tritonops.builders.deployment import BuildOptions
 from tritonops.builders.meta import LABEL_MANAGED_BY, LABEL_MD, MANAGED_BY
 from tritonops.diagnose import deployment_available, unschedulable
 from tritonops.history import Event
-from tritonops.kube import Kube
+from tritonops.kube import ApiError, Kube
 from tritonops.planner import (
     ROUTE_MANAGER,
     SYSTEM_NAMESPACES,
@@ -68,11 +68,27 @@ def observe(kube: Kube, md: dict[str, Any]) -> Observed:
                         services=by_name("Service"))
     if route := route_ref(md["spec"]):
         observed.route = kube.get("HTTPRoute", namespace, route)
+    if md["spec"].get("autoscaling") or (md.get("status") or {}).get("autoscaler"):
+        _observe_autoscalers(kube, observed, namespace, selector)
     if any(not deployment_available(d, None) for d in observed.deployments.values()):
         observed.pods = kube.list("Pod", namespace, f"{LABEL_MD}={name}")
         if unschedulable(observed.pods):
             observed.nodes = kube.list_cluster("Node")
     return observed
+
+
+def _observe_autoscalers(kube: Kube, observed: Observed, namespace: str, selector: str) -> None:
+    """Our HPA and ScaledObject (only while autoscaling is asked for or one was created)."""
+    for kind in ("HorizontalPodAutoscaler", "ScaledObject"):
+        try:
+            for obj in kube.list(kind, namespace, selector):
+                observed.autoscalers[kind] = obj
+        except ApiError as err:
+            if err.status != 404 or kind != "ScaledObject":
+                raise
+            observed.keda_installed = False  # KEDA's CRD is not installed
+    if observed.keda_installed is None:
+        observed.keda_installed = True
 
 
 def names_taken(kube: Kube, observed: Observed, result: Plan) -> dict[tuple[str, str], dict[str, Any]]:

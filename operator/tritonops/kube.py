@@ -32,6 +32,8 @@ RESOURCES = {
     "ModelDeployment": (f"/apis/{GROUP}/{VERSION}", PLURAL),
     "HTTPRoute": ("/apis/gateway.networking.k8s.io/v1", "httproutes"),
     "Node": ("/api/v1", "nodes"),
+    "HorizontalPodAutoscaler": ("/apis/autoscaling/v2", "horizontalpodautoscalers"),
+    "ScaledObject": ("/apis/keda.sh/v1alpha1", "scaledobjects"),
 }
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
-from tritonops import rolling
+from tritonops import autoscaling_plan, rolling
 from tritonops.analysis import Window
 from tritonops.builders.configmap import build_config_map
 from tritonops.builders.deployment import BuildOptions, build_deployment, deployment_replicas
@@ -44,6 +44,8 @@ class Observed:
     pods: list[dict[str, Any]] = field(default_factory=list)
     nodes: list[dict[str, Any]] | None = None  # read only when a pod is unschedulable (None: not read)
     foreign: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)  # (kind, name): not ours
+    autoscalers: dict[str, dict[str, Any]] = field(default_factory=dict)  # kind -> our HPA / ScaledObject
+    keda_installed: bool | None = None  # whether the ScaledObject CRD exists (None: not looked)
     analysis: Window | None = None  # a canary analysis window measured this cycle
     route: dict[str, Any] | None = None  # the HTTPRoute a routed canary weights (None: absent or not routed)
 
@@ -80,9 +82,9 @@ def timestamp(now: datetime) -> str:
     return now.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def desired_replicas(spec: dict[str, Any]) -> int | None:
-    """Replicas to apply, or None when an autoscaler owns them."""
-    return None if spec.get("autoscaling") else int(spec.get("replicas", 1))
+def desired_replicas(spec: dict[str, Any]) -> int:
+    """The serving size: spec.replicas (written by the autoscaler, when there is one) within its bounds."""
+    return autoscaling_plan.total(spec)
 
 
 def _recorded_stable(md: dict[str, Any], observed: Observed, target: str | None) -> str | None:
@@ -134,9 +136,11 @@ def _rolling(md: dict[str, Any], observed: Observed, revs: _Revisions, canary: C
 
 
 def _desired(md: dict[str, Any], owner: Owner, revs: _Revisions, opts: BuildOptions,
-             canary: CanaryPlan | None, rolled: tuple[int | None, int] | None) -> list[dict[str, Any]]:
+             canary: CanaryPlan | None, rolled: tuple[int | None, int] | None,
+             scaler_blocked: str) -> list[dict[str, Any]]:
     target = revs.target
-    objs = [build_service(owner), *revision_services(md, owner, [revs.stable, target] if target else [])]
+    objs = [build_service(owner), *revision_services(md, owner, [revs.stable, target] if target else []),
+            *autoscaling_plan.desired(md["spec"], owner, opts.prometheus_url, scaler_blocked)]
     if target:
         spec = md["spec"]
         replicas = canary.canary_replicas if canary else rolled[1] if rolled else desired_replicas(spec)
@@ -146,9 +150,12 @@ def _desired(md: dict[str, Any], owner: Owner, revs: _Revisions, opts: BuildOpti
 
 
 def _observed_of(observed: Observed, obj: dict[str, Any]) -> dict[str, Any] | None:
+    name = obj["metadata"]["name"]
+    if obj["kind"] in autoscaling_plan.KINDS:
+        found = observed.autoscalers.get(obj["kind"])
+        return found if found and found["metadata"]["name"] == name else observed.foreign.get((obj["kind"], name))
     table = {"Deployment": observed.deployments, "ConfigMap": observed.config_maps,
              "Service": observed.services}[obj["kind"]]
-    name = obj["metadata"]["name"]
     return table.get(name) or observed.foreign.get((obj["kind"], name))
 
 
@@ -197,7 +204,8 @@ def plan(md: dict[str, Any], observed: Observed, now: datetime, opts: BuildOptio
         canary = None  # promoted this cycle: the rest of the plan treats it as the stable revision
     failed = failed_rolling(md, revs, canary, now)
     rolled = _rolling(md, observed, revs, canary, failed)
-    desired = _desired(md, owner, revs, opts, canary, rolled)
+    scaler_blocked = autoscaling_plan.problem(spec, observed.keda_installed, opts.prometheus_url)
+    desired = _desired(md, owner, revs, opts, canary, rolled, scaler_blocked)
     taken = _taken(observed, desired, owner.uid)
     names = {(o["kind"], o["metadata"]["name"]) for o in taken}
     desired = [o for o in desired if (o["kind"], o["metadata"]["name"]) not in names]
@@ -205,7 +213,8 @@ def plan(md: dict[str, Any], observed: Observed, now: datetime, opts: BuildOptio
     desired = [o for o in desired if o not in held]  # earlier operator versions' revisions: replicas only
     drift = [(o, first_difference(_observed_of(observed, o), o)) for o in desired]
     to_apply = [(o, why) for o, why in drift if why is not None]
-    conflict = Diagnosis(r.RESOURCE_CONFLICT, conflict_message(taken, meta["namespace"])) if taken else None
+    conflict = Diagnosis(r.RESOURCE_CONFLICT, conflict_message(taken, meta["namespace"])) if taken else \
+        Diagnosis(r.AUTOSCALER_UNAVAILABLE, scaler_blocked) if scaler_blocked else None
     new_status, events, requeue = _status(md, observed, revs, problems, now, canary, blocked, conflict)
     delay = retire_delay(md, revs.stable, now, revs.promoted)
     requeue = min(t for t in (requeue, delay or None) if t is not None) if requeue or delay else None
@@ -215,7 +224,9 @@ def plan(md: dict[str, Any], observed: Observed, now: datetime, opts: BuildOptio
     return Plan(apply=[o for o, _ in to_apply], why=[w for _, w in to_apply],
                 scale=_scale(observed, revs, canary.stable_replicas if canary else rolled and rolled[0],
                              meta["namespace"]) + _held_replicas(observed, held),
-                delete=_deletions(observed, revs, bool(route_ref(spec)), delay > 0, owner.uid),
+                delete=_deletions(observed, revs, bool(route_ref(spec)), delay > 0, owner.uid) + [
+                    d for d in autoscaling_plan.stale(observed.autoscalers, desired)
+                    if controlled_by(observed.autoscalers[d[0]], owner.uid)],
                 status=None if new_status == old else new_status, events=events, requeue_after=requeue, route=route)
 
 
@@ -362,7 +373,9 @@ def _status(md: dict[str, Any], observed: Observed, revs: _Revisions, problems: 
         "selector": selector_string(md["metadata"]["name"]),
         "history": history,
     }
-    for key, value in (("stableRevision", revs.stable), ("canaryRevision", canary_rev), ("rollout", rollout)):
+    autoscaler = autoscaling_plan.kind(spec)
+    for key, value in (("stableRevision", revs.stable), ("canaryRevision", canary_rev), ("rollout", rollout),
+                       ("autoscaler", autoscaler)):
         if value:
             status[key] = value
     if canary:

@@ -19,6 +19,7 @@ from datetime import datetime
 from typing import Any
 
 from tritonops import analysis as a
+from tritonops import autoscaling_plan
 from tritonops import canary as c
 from tritonops.diagnose import Diagnosis, deployment_available
 from tritonops.status import reasons as r
@@ -63,10 +64,8 @@ def is_canary(spec: dict[str, Any]) -> bool:
 
 
 def _total(spec: dict[str, Any], stable_dep: dict[str, Any] | None) -> int:
-    """The serving size to split: spec.replicas, or the stable Deployment's when an autoscaler owns it."""
-    if spec.get("autoscaling"):
-        return int((stable_dep or {}).get("spec", {}).get("replicas", 1))
-    return int(spec.get("replicas", 1))
+    """The serving size to split: spec.replicas (the autoscaler's, when there is one) within its bounds."""
+    return autoscaling_plan.total(spec)
 
 
 def _analysis(md: dict[str, Any], target: str, window: a.Window | None,

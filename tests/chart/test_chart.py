@@ -47,6 +47,8 @@ EXPECTED_RULES = {
     ("", "pods"): {"list", "watch"},
     ("", "events"): {"create"},
     ("gateway.networking.k8s.io", "httproutes"): {"get", "patch"},
+    ("autoscaling", "horizontalpodautoscalers"): {"get", "list", "create", "patch", "delete"},
+    ("keda.sh", "scaledobjects"): {"get", "list", "create", "patch", "delete"},
 }
 
 
@@ -516,3 +518,16 @@ def test_schema_and_template_reject_bad_monitoring_values(sets: list[str], messa
     cmd = [tool("helm"), "template", "x", str(CHART), "--kube-version", "v1.36.3"]
     bad = run([*cmd, *(a for s in sets for a in ("--set", s))], check=False)
     assert bad.returncode != 0 and message in bad.stderr, bad.stderr
+
+
+def test_prometheus_adapter_rules_render_the_hpa_presets() -> None:
+    from tritonops.api.adapter import rules
+    from tritonops.builders.autoscaler import HPA_METRICS
+
+    assert not [d for d in documents(helm_template()) if d["kind"] == "ConfigMap"
+                and d["metadata"]["name"].endswith("prometheus-adapter-rules")]
+    docs = documents(helm_template(sets=["autoscaling.prometheusAdapterRules.enabled=true"]))
+    cm = one(docs, "ConfigMap", "tritonops-prometheus-adapter-rules")
+    config = yaml.safe_load(cm["data"]["config.yaml"])
+    assert config == rules()
+    assert sorted(r["name"]["as"] for r in config["rules"]) == sorted(HPA_METRICS.values())

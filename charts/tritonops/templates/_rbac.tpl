@@ -47,6 +47,15 @@ No wildcards, and no access to Secrets: the fetcher pods read model-store creden
 - apiGroups: [""]
   resources: ["events"]
   verbs: ["create"]
+# The autoscaler of a ModelDeployment with spec.autoscaling: an HPA, or a KEDA ScaledObject (this rule
+# grants nothing where KEDA is not installed); read by name before creation, listed, applied, and deleted
+# when autoscaling is switched off or changes engine.
+- apiGroups: ["autoscaling"]
+  resources: ["horizontalpodautoscalers"]
+  verbs: ["get", "list", "create", "patch", "delete"]
+- apiGroups: ["keda.sh"]
+  resources: ["scaledobjects"]
+  verbs: ["get", "list", "create", "patch", "delete"]
 # A canary with spec.rollout.canary.trafficRouting.gatewayAPI weights the backendRefs of the user's HTTPRoute:
 # read by name, written by server-side apply (PATCH) under the field manager tritonops-traffic; never created
 # or deleted. Without the Gateway API CRDs installed this rule grants nothing.

@@ -149,12 +149,13 @@ def default_path() -> Path:
 
 
 def generated_files(crd_path: Path | None = None) -> dict[Path, str]:
-    """Every file generated from the schema: the CRD and the API reference."""
-    from tritonops.api import chart, docs
+    """Every generated file: the CRD, the API reference, the chart's CRD and prometheus-adapter rules."""
+    from tritonops.api import adapter, chart, docs
 
     text = render()
     return {crd_path or default_path(): text, docs.default_path(): docs.render(build_crd()),
-            chart.chart_crd_path(): chart.render_chart_crd(text)}
+            chart.chart_crd_path(): chart.render_chart_crd(text),
+            adapter.chart_rules_path(): adapter.render_chart_rules()}
 
 
 def check(path: Path) -> str | None:

@@ -10,7 +10,8 @@ from tritonops.api.openapi import Schema, array, boolean, integer, number, obj, 
 from tritonops.api.schema_model import NO_CREDENTIALS_MESSAGE, NO_CREDENTIALS_RULE, STORAGE_URI_RULE
 
 ANALYSIS_METRICS = ("ErrorRate", "LatencyP99Ms", "QueueTimeP99Ms", "PredictionDriftPSI")
-AUTOSCALING_METRICS = ("QueueTime", "InferenceRate", "GPUUtilization", "Prometheus")
+AUTOSCALING_METRICS = ("QueueTime", "InferenceRate", "PendingRequests", "GPUUtilization", "CPU", "Memory",
+                       "Prometheus")
 
 
 def _step() -> Schema:
@@ -149,14 +150,28 @@ def rollout_schema() -> Schema:
     )
 
 
+def _scaling_rules() -> Schema:
+    policy = obj({"type": string(max_length=8, enum=("Pods", "Percent")),
+                  "value": integer(minimum=1, maximum=100000),
+                  "periodSeconds": integer(minimum=1, maximum=1800)},
+                 required=("type", "value", "periodSeconds"))
+    return obj({"stabilizationWindowSeconds": integer(minimum=0, maximum=3600),
+                "selectPolicy": string(max_length=8, enum=("Max", "Min", "Disabled")),
+                "policies": array(policy, max_items=8)})
+
+
 def autoscaling_schema() -> Schema:
     """``spec.autoscaling``."""
     metric = obj(
         {
             "type": string(max_length=32, enum=AUTOSCALING_METRICS),
-            "target": number("Per-replica target value (microseconds, requests/s, percent, or the "
-                             "query's unit).", minimum=0),
-            "query": string("PromQL for type Prometheus.", max_length=4096),
+            "target": number("Per-replica target: microseconds (QueueTime), inferences/s (InferenceRate), "
+                             "requests (PendingRequests), percent (GPUUtilization, CPU, Memory), or the "
+                             "query's unit (Prometheus).", minimum=0),
+            "activationTarget": number("KEDA: the value above which a ModelDeployment scaled to zero wakes up.",
+                                       minimum=0),
+            "query": string("PromQL for type Prometheus (KEDA): the ModelDeployment's total; {{namespace}} is "
+                            "replaced.", max_length=4096),
         },
         required=("type", "target"),
         rules=(rule("self.type != 'Prometheus' || has(self.query)",
@@ -165,16 +180,29 @@ def autoscaling_schema() -> Schema:
     )
     return obj(
         {
-            "minReplicas": integer(minimum=0, maximum=1000, default=1),
+            "minReplicas": integer("0 (scale to zero) only with engine KEDA; never the default.", minimum=0,
+                                   maximum=1000, default=1),
             "maxReplicas": integer(minimum=1, maximum=1000),
-            "engine": string(max_length=8, enum=("HPA", "KEDA"), default="HPA"),
+            "engine": string("HPA (autoscaling/v2, custom metrics from prometheus-adapter) or KEDA.",
+                             max_length=8, enum=("HPA", "KEDA"), default="HPA"),
             "metrics": array(metric, max_items=8, min_items=1),
+            "behavior": obj({"scaleUp": _scaling_rules(), "scaleDown": _scaling_rules()},
+                            "HPA behavior (KEDA passes it on). A new replica helps only once its model is "
+                            "loaded: keep scale-up periods above the model's load time."),
             "scaleDownStabilizationSeconds": integer(minimum=0, maximum=3600, default=300),
         },
-        "Scale with load; when set, spec.replicas is ignored.",
+        "Scale with load: the autoscaler writes spec.replicas through the /scale subresource and the "
+        "operator splits it between the stable and the canary revision.",
         required=("maxReplicas",),
         rules=(rule("self.minReplicas <= self.maxReplicas",
-                    "spec.autoscaling.minReplicas must be <= maxReplicas", field_path=".minReplicas"),),
+                    "spec.autoscaling.minReplicas must be <= maxReplicas", field_path=".minReplicas"),
+               rule("self.minReplicas > 0 || (has(self.engine) && self.engine == 'KEDA')",
+                    "spec.autoscaling.minReplicas 0 (scale to zero) needs engine KEDA", field_path=".minReplicas"),
+               rule("!has(self.metrics) || !self.metrics.exists(m, m.type == 'Prometheus') || "
+                    "(has(self.engine) && self.engine == 'KEDA')",
+                    "spec.autoscaling.metrics: type Prometheus needs engine KEDA (an HPA would need a "
+                    "prometheus-adapter rule for each query): use engine KEDA or a preset",
+                    field_path=".metrics")),
     )
 
 

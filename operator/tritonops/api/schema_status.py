@@ -64,6 +64,8 @@ def status_schema() -> Schema:
             "stableRevision": string("The revision that serves and last became available.", max_length=63),
             "canaryRevision": string("The revision being rolled out, if any.", max_length=63),
             "canaryWeight": integer("Percent of traffic on the canary revision.", minimum=0, maximum=100),
+            "autoscaler": string("The kind of the autoscaler the operator keeps (HorizontalPodAutoscaler or "
+                                 "ScaledObject), if any.", max_length=32),
             "replicas": integer(minimum=0),
             "readyReplicas": integer(minimum=0),
             "availableReplicas": integer(minimum=0),

@@ -28,6 +28,7 @@ INSUFFICIENT_GPU: Final = "InsufficientGPU"  # Degraded: the scheduler found no 
 UNTOLERATED_TAINT: Final = "UntoleratedTaint"  # Degraded: the only fitting nodes carry taints the pods lack
 NODE_SELECTOR_MISMATCH: Final = "NodeSelectorMismatch"  # Degraded: no node matches nodeSelector/affinity
 UNSCHEDULABLE: Final = "Unschedulable"  # Degraded: pods cannot be scheduled for another reason
+AUTOSCALER_UNAVAILABLE: Final = "AutoscalerUnavailable"  # Degraded: KEDA missing or no Prometheus for it
 RESOURCE_CONFLICT: Final = "ResourceConflict"  # Degraded: a child's name is taken by an object we do not own
 MODEL_FETCH_FAILED: Final = "ModelFetchFailed"  # Degraded: the init container could not fetch the model
 MODEL_LOAD_FAILED: Final = "ModelLoadFailed"  # Degraded: tritonserver keeps failing to start

@@ -1,0 +1,83 @@
+"""Autoscalers on the real API server, under the chart's RBAC: the HPA and KEDA's ScaledObject the operator
+generates are accepted (KEDA's CRDs from its Go module's CRD files), they target the ModelDeployment's
+``/scale``, and the replicas written there are split into the revision's Deployment.
+
+The HPA controller's own loop on real metrics needs prometheus-adapter serving custom metrics (see the
+README); here the scale subresource is driven the way the HPA drives it.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.integration.rbac import operator_kubeconfig
+from tests.integration.support import Api, OperatorProcess, converged, kubectl, md_body, wait_until
+
+pytestmark = pytest.mark.cluster
+ROOT = Path(__file__).resolve().parents[2]
+CPU = {"runtime": {"triton": {"maxBatchSize": 8, "instanceGroups": [{"kind": "KIND_CPU", "count": 1}]}},
+       "resources": {"requests": {"cpu": "100m"}, "limits": {"memory": "1Gi"}}}
+SCALING = {"minReplicas": 1, "maxReplicas": 5, "metrics": [{"type": "QueueTime", "target": 50000},
+                                                            {"type": "CPU", "target": 70}]}
+
+
+def ensure_keda_crds(cluster: Any) -> None:
+    """KEDA's CRDs from the pinned module (hack/fetch-keda-crds.sh) unless the cluster has them."""
+    if kubectl(cluster, "get", "crd", "scaledobjects.keda.sh", check=False).returncode == 0:
+        return
+    out = subprocess.run(["bash", str(ROOT / "hack" / "fetch-keda-crds.sh")], capture_output=True, text=True,
+                         timeout=300, check=True)
+    crds = Path(out.stdout.strip().splitlines()[-1])
+    kubectl(cluster, "apply", "--server-side", "--field-manager=tritonops-tests", "-f",
+            str(crds / "keda.sh_scaledobjects.yaml"))
+    kubectl(cluster, "wait", "--for=condition=Established", "--timeout=60s", "crd/scaledobjects.keda.sh")
+
+
+@pytest.fixture
+def keda_operator(cluster: Any, api: Api, namespace: str, tmp_path: Path) -> Any:
+    ensure_keda_crds(cluster)
+    kubeconfig = operator_kubeconfig(cluster, namespace, tmp_path)
+    proc = OperatorProcess(str(kubeconfig), namespace, tmp_path / "operator.log",
+                           extra_args=["--prometheus-url", "http://prometheus.monitoring:9090"])
+    proc.start()
+    yield proc
+    proc.stop()
+    print((tmp_path / "operator.log").read_text()[-6000:])
+
+
+def test_hpa_then_keda_target_the_model_and_scale_its_revision(api: Api, cluster: Any, namespace: str,
+                                                               keda_operator: OperatorProcess) -> None:
+    api.create_md(namespace, md_body("auto", replicas=2, autoscaling=SCALING, **CPU))
+    md = wait_until("Ready", lambda: converged(api, namespace, "auto"), timeout=90)
+    hpa = api.autoscaling.read_namespaced_horizontal_pod_autoscaler("auto", namespace)
+    assert (hpa.spec.scale_target_ref.kind, hpa.spec.scale_target_ref.name) == ("ModelDeployment", "auto")
+    assert [m.type for m in hpa.spec.metrics] == ["Pods", "Resource"] and hpa.spec.max_replicas == 5
+    stable = md["status"]["stableRevision"]
+    kubectl(cluster, "scale", "-n", namespace, "modeldeployment/auto", "--replicas=4")  # as the HPA does
+    wait_until("the revision at 4", lambda: api.apps.read_namespaced_deployment(stable, namespace).spec.replicas
+               == 4, timeout=60)
+    kubectl(cluster, "scale", "-n", namespace, "modeldeployment/auto", "--replicas=9")
+    wait_until("bounded by maxReplicas", lambda: api.apps.read_namespaced_deployment(stable, namespace).spec.replicas
+               == 5, timeout=60)
+
+    api.patch_md(namespace, "auto", {"spec": {"autoscaling": {"engine": "KEDA"}}})
+
+    def scaled_object() -> dict[str, Any] | None:
+        try:
+            obj: dict[str, Any] = api.custom.get_namespaced_custom_object("keda.sh", "v1alpha1", namespace,
+                                                                          "scaledobjects", "auto")
+            return obj
+        except Exception:
+            return None
+
+    obj = wait_until("the ScaledObject", scaled_object, timeout=60)
+    assert obj["spec"]["scaleTargetRef"]["kind"] == "ModelDeployment"
+    assert [t["type"] for t in obj["spec"]["triggers"]] == ["prometheus", "cpu"]
+    wait_until("the HPA deleted", lambda: not api.autoscaling.list_namespaced_horizontal_pod_autoscaler(
+        namespace).items, timeout=60)
+    api.patch_md(namespace, "auto", {"spec": {"autoscaling": None}})
+    wait_until("the ScaledObject deleted", lambda: scaled_object() is None, timeout=60)
