@@ -8,33 +8,20 @@ README); here the scale subresource is driven the way the HPA drives it.
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.autoscaling_support import ensure_keda_crds
 from tests.integration.rbac import operator_kubeconfig
 from tests.integration.support import Api, OperatorProcess, converged, kubectl, md_body, wait_until
 
 pytestmark = pytest.mark.cluster
-ROOT = Path(__file__).resolve().parents[2]
 CPU = {"runtime": {"triton": {"maxBatchSize": 8, "instanceGroups": [{"kind": "KIND_CPU", "count": 1}]}},
        "resources": {"requests": {"cpu": "100m"}, "limits": {"memory": "1Gi"}}}
 SCALING = {"minReplicas": 1, "maxReplicas": 5, "metrics": [{"type": "QueueTime", "target": 50000},
                                                             {"type": "CPU", "target": 70}]}
-
-
-def ensure_keda_crds(cluster: Any) -> None:
-    """KEDA's CRDs from the pinned module (hack/fetch-keda-crds.sh) unless the cluster has them."""
-    if kubectl(cluster, "get", "crd", "scaledobjects.keda.sh", check=False).returncode == 0:
-        return
-    out = subprocess.run(["bash", str(ROOT / "hack" / "fetch-keda-crds.sh")], capture_output=True, text=True,
-                         timeout=300, check=True)
-    crds = Path(out.stdout.strip().splitlines()[-1])
-    kubectl(cluster, "apply", "--server-side", "--field-manager=tritonops-tests", "-f",
-            str(crds / "keda.sh_scaledobjects.yaml"))
-    kubectl(cluster, "wait", "--for=condition=Established", "--timeout=60s", "crd/scaledobjects.keda.sh")
 
 
 @pytest.fixture
