@@ -62,8 +62,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from tests.chart.tools import run
-from tests.integration.gateway import crd_names, has_crd
+from tests.integration.gateway import ensure_crds
 from tests.integration.support import Api, kubectl
 from tritonops.devcluster.launcher import spawn, tail, terminate
 from tritonops.devcluster.pki import issue
@@ -117,21 +116,8 @@ def keda_crds_dir() -> Path:
 
 
 def ensure_keda_crds(cluster: Any, timeout: float = 120.0) -> list[str]:
-    """Make the cluster serve KEDA's kinds: install the CRDs unless it has ScaledObjects, wait until Established.
-
-    A cluster that already serves ScaledObjects (KEDA installed by its owner) is left as it is. Returns the names
-    of the CRDs this call installed (empty when the cluster had them).
-    """
-    installed: list[str] = []
-    if not has_crd(cluster, SCALEDOBJECT_CRD):
-        crds_dir = keda_crds_dir()
-        # Server-side: the ScaledJob CRD (~650 KB) is too big for client-side apply's last-applied annotation.
-        kubectl(cluster, "apply", "--server-side", "--field-manager=tritonops-tests", "-f", str(crds_dir))
-        installed = crd_names(crds_dir)
-    waiting = [f"crd/{name}" for name in installed or [SCALEDOBJECT_CRD]]
-    run([cluster.tool("kubectl"), "--kubeconfig", str(cluster.kubeconfig), "wait", "--for=condition=Established",
-         f"--timeout={int(timeout)}s", *waiting], timeout=timeout + 30)
-    return installed
+    """Make the cluster serve KEDA's kinds (see :func:`tests.integration.gateway.ensure_crds`)."""
+    return ensure_crds(cluster, SCALEDOBJECT_CRD, keda_crds_dir, timeout)
 
 
 # -- the adapter's certificate ---------------------------------------------------------------------------------------

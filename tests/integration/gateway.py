@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -66,19 +67,24 @@ def has_crd(cluster: Any, name: str) -> bool:
     return True
 
 
-def ensure_gateway_api_crds(cluster: Any, timeout: float = 120.0) -> list[str]:
-    """Make the cluster serve HTTPRoutes: install the Gateway API CRDs unless it has them, wait until Established.
+def ensure_crds(cluster: Any, probe: str, crds_dir: Callable[[], Path], timeout: float = 120.0) -> list[str]:
+    """Install the CRDs of ``crds_dir()`` unless the cluster serves ``probe`` already; wait until Established.
 
-    ``cluster`` is the ``cluster`` fixture's handle (``kubeconfig`` and ``tool("kubectl")``). Returns the
-    names of the CRDs this call installed (empty when the cluster already had HTTPRoutes).
+    A cluster that has them (installed by its owner) is left as it is: tests never upgrade or downgrade
+    someone else's CRDs. Returns the names of the CRDs this call installed.
     """
     installed: list[str] = []
-    if not has_crd(cluster, HTTPROUTE_CRD):
-        crds_dir = gateway_api_crds_dir()
-        # Server-side: the HTTPRoute CRD (~420 KB) is too big for client-side apply's last-applied annotation.
-        kubectl(cluster, "apply", "--server-side", "--field-manager=tritonops-tests", "-f", str(crds_dir))
-        installed = crd_names(crds_dir)
-    waiting = [f"crd/{name}" for name in installed or [HTTPROUTE_CRD]]
+    if not has_crd(cluster, probe):
+        found = crds_dir()
+        # Server-side: these CRDs (hundreds of KB) are too big for client-side apply's last-applied annotation.
+        kubectl(cluster, "apply", "--server-side", "--field-manager=tritonops-tests", "-f", str(found))
+        installed = crd_names(found)
+    waiting = [f"crd/{name}" for name in installed or [probe]]
     run([cluster.tool("kubectl"), "--kubeconfig", str(cluster.kubeconfig), "wait", "--for=condition=Established",
          f"--timeout={int(timeout)}s", *waiting], timeout=timeout + 30)
     return installed
+
+
+def ensure_gateway_api_crds(cluster: Any, timeout: float = 120.0) -> list[str]:
+    """Make the cluster serve HTTPRoutes (see :func:`ensure_crds`)."""
+    return ensure_crds(cluster, HTTPROUTE_CRD, gateway_api_crds_dir, timeout)

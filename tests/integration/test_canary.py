@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +48,19 @@ def kubectl_tritonops(cluster: Any, *args: str) -> str:
                           timeout=60, check=False)
     assert proc.returncode == 0, proc.stderr
     return proc.stdout
+
+
+@contextmanager
+def gpu_pool(api: Api, cluster: Any, namespace: str, gpus: int) -> Iterator[str]:
+    """A KWOK GPU node of the test's own pool (``tritonops.io/test-pool: <namespace>``) with ``gpus`` GPUs."""
+    if not cluster.owned:
+        pytest.skip("creates a KWOK GPU node; only on the suite's own control plane")
+    node = f"gpu-{namespace}"[:63]
+    api.core.create_node(gpu_node(node, namespace, gpus))
+    try:
+        yield node
+    finally:
+        api.core.delete_node(node)
 
 
 def replicas(api: Api, ns: str, rev: str) -> int:
@@ -110,11 +125,7 @@ def test_abort_returns_to_stable_and_survives_an_operator_restart(api: Api, oper
 def test_no_surge_canary_fits_where_a_surge_cannot(api: Api, operator: OperatorProcess, namespace: str,
                                                    cluster: Any) -> None:
     """On a pool with exactly the stable's GPUs, a Surge canary waits for GPUs; NoSurge lends it stable's."""
-    if not cluster.owned:
-        pytest.skip("creates a KWOK GPU node; only on the suite's own control plane")
-    node = f"gpu-{namespace}"[:63]
-    api.core.create_node(gpu_node(node, namespace, 2))
-    try:
+    with gpu_pool(api, cluster, namespace, 2):
         api.create_md(namespace, md_body("gpu", replicas=2, nodeSelector={"tritonops.io/test-pool": namespace}))
         first = wait_until("v1 Ready", lambda: converged(api, namespace, "gpu"), timeout=90)
         stable = first["status"]["stableRevision"]
@@ -132,18 +143,12 @@ def test_no_surge_canary_fits_where_a_surge_cannot(api: Api, operator: OperatorP
         assert (replicas(api, namespace, stable), replicas(api, namespace, canary)) == (1, 1)
         degraded = api.condition(namespace, "gpu", "Degraded") or {}
         assert degraded.get("status") == "False"
-    finally:
-        api.core.delete_node(node)
 
 
 def test_rolling_without_surge_fits_on_exactly_its_gpus(api: Api, operator: OperatorProcess, namespace: str,
                                                         cluster: Any) -> None:
     """maxSurge 0 / maxUnavailable 1 on a pool with exactly the model's GPUs: one pod at a time, never more."""
-    if not cluster.owned:
-        pytest.skip("creates a KWOK GPU node; only on the suite's own control plane")
-    node = f"gpu-{namespace}"[:63]
-    api.core.create_node(gpu_node(node, namespace, 3))
-    try:
+    with gpu_pool(api, cluster, namespace, 3):
         api.create_md(namespace, md_body("roll", replicas=3, nodeSelector={"tritonops.io/test-pool": namespace}))
         old = wait_until("v1 Ready", lambda: converged(api, namespace, "roll"), timeout=90)["status"]["stableRevision"]
         api.patch_md(namespace, "roll", {"spec": {"model": {"version": 2}, "rollout": {
@@ -160,5 +165,3 @@ def test_rolling_without_surge_fits_on_exactly_its_gpus(api: Api, operator: Oper
         assert most <= 3, f"{most} replicas at once on a pool of 3 GPUs"
         assert replicas(api, namespace, md["status"]["stableRevision"]) == 3
         assert (api.condition(namespace, "roll", "Degraded") or {}).get("status") == "False"
-    finally:
-        api.core.delete_node(node)

@@ -1,0 +1,132 @@
+"""The real autoscaling loop: kube-controller-manager's HPA controller scales a ModelDeployment from Triton's
+own metrics, read through real Prometheus and prometheus-adapter (built from its Go module) serving the
+custom metrics API, with the real Triton pods on the real node under a bounded load.
+
+The HPA is the operator's (preset ``InferenceRate``), targets the ModelDeployment's ``/scale`` and reads
+``tritonops_inference_rate`` from the adapter rules the chart renders (:mod:`tritonops.api.adapter`).
+Debian's Prometheus has no Kubernetes discovery, so the test lists the pods for it (``PodTargets``) with
+the labels the chart's PodMonitor gives them.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.autoscaling_support import metrics_apis
+from tests.e2e.conftest import ModelStore, local_md
+from tests.e2e.test_real_node import _infer, samples, service_ip
+from tests.integration.rbac import operator_kubeconfig
+from tests.integration.support import Api, OperatorProcess, converged, wait_until
+from tests.prometheus import PodTargets, running_prometheus, triton_pods_job
+from tritonops.api.adapter import rules
+from tritonops.devcluster.images import RUNTIME_IMAGE
+from tritonops.devcluster.session import ClusterHandle
+from tritonops_runtime import contract as c
+
+pytestmark = [pytest.mark.e2e, pytest.mark.cluster, pytest.mark.slow]
+RATE, TARGET = 16.0, 4  # requests/s offered; inferences/s per replica the HPA aims for -> 3 replicas (max)
+SCALING = {"minReplicas": 1, "maxReplicas": 3, "metrics": [{"type": "InferenceRate", "target": TARGET}],
+           "behavior": {"scaleUp": {"stabilizationWindowSeconds": 0,
+                                    "policies": [{"type": "Pods", "value": 2, "periodSeconds": 15}]}},
+           "scaleDownStabilizationSeconds": 20}
+
+
+# The adapter serves external.metrics.k8s.io only with an external rule; the helpers register both APIs.
+EXTERNAL = {"seriesQuery": 'nv_inference_count{namespace!=""}',
+            "resources": {"overrides": {"namespace": {"resource": "namespace"}}},
+            "name": {"matches": "^nv_inference_count$", "as": "tritonops_inference_rate_total"},
+            "metricsQuery": "sum(rate(<<.Series>>{<<.LabelMatchers>>}[1m])) by (<<.GroupBy>>)"}
+
+
+@pytest.fixture
+def metrics(cluster: ClusterHandle, api: Api, namespace: str, real_node: Any, tmp_path: Path) -> Iterator[str]:
+    targets = tmp_path / "targets.json"
+    config = {"global": {"scrape_interval": "2s"}, "scrape_configs": [triton_pods_job(targets)]}
+    with PodTargets(api.core, namespace, targets), running_prometheus(config, tmp_path / "prometheus") as url, \
+            metrics_apis(cluster, url, {**rules(), "externalRules": [EXTERNAL]}, tmp_path / "adapter"):
+        yield url
+
+
+@pytest.fixture
+def autoscaling_operator(cluster: ClusterHandle, namespace: str, metrics: str, tmp_path: Path) -> Iterator[None]:
+    proc = OperatorProcess(str(operator_kubeconfig(cluster, namespace, tmp_path)), namespace, tmp_path / "op.log",
+                           runtime_image=RUNTIME_IMAGE, extra_args=["--prometheus-url", metrics])
+    proc.start()
+    yield
+    proc.stop()
+    print((tmp_path / "op.log").read_text()[-5000:])
+
+
+class Load:
+    """About RATE requests/s through the Service, each on a new connection, until stopped (bounded: 5 min)."""
+
+    def __init__(self, url: str, body: bytes) -> None:
+        self.url, self.body, self.stop, self.ok = url, body, threading.Event(), 0
+        self.errors: list[str] = []
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        deadline = time.monotonic() + 300
+        while not self.stop.is_set() and time.monotonic() < deadline:
+            started = time.monotonic()
+            try:
+                _infer(self.url, self.body)
+                self.ok += 1
+            except Exception as err:
+                self.errors.append(f"{type(err).__name__}: {err}")
+            self.stop.wait(max(0.0, 1 / RATE - (time.monotonic() - started)))
+
+    def __enter__(self) -> Load:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop.set()
+        self.thread.join(30)
+
+
+def _sizes(api: Api, namespace: str) -> tuple[int, int]:
+    """(spec.replicas the HPA wrote, available Triton replicas)."""
+    md = api.md(namespace, "auto") or {}
+    available = sum(d.status.available_replicas or 0 for d in api.deployments(namespace, "auto"))
+    return int(md.get("spec", {}).get("replicas", 0)), available
+
+
+def test_the_hpa_scales_the_model_up_under_load_and_down_after(
+        api: Api, namespace: str, model_store: ModelStore, store_secret: str,
+        autoscaling_operator: None) -> None:
+    md = local_md("auto", model_store.uri("classifier/model.onnx"), digest=model_store.digest)
+    md["spec"]["autoscaling"] = SCALING
+    api.create_md(namespace, md)
+    wait_until("Ready", lambda: converged(api, namespace, "auto"), timeout=300)
+    def reading() -> Any:
+        hpa = api.autoscaling.read_namespaced_horizontal_pod_autoscaler("auto", namespace)
+        return hpa if hpa.status.current_metrics else None
+
+    hpa = wait_until("the HPA reads the metric", reading, timeout=120)
+    assert hpa.spec.scale_target_ref.kind == "ModelDeployment"
+    x, _ = samples(model_store)
+    body = f'{{"inputs":[{{"name":"INPUT0","shape":[1,4],"datatype":"FP32","data":{x[0].tolist()}}}]}}'.encode()
+    url = f"http://{service_ip(api, namespace, 'auto')}:{c.HTTP_PORT}/v2/models/classifier/infer"
+    with Load(url, body) as load:
+        t0 = time.monotonic()
+        wait_until("the HPA asks for more replicas", lambda: _sizes(api, namespace)[0] > 1, timeout=180)
+        decided = time.monotonic() - t0
+        wait_until("a second replica serves", lambda: _sizes(api, namespace)[1] > 1, timeout=240)
+        serving = time.monotonic() - t0
+        wait_until("three replicas serve", lambda: _sizes(api, namespace)[1] == 3, timeout=240)
+        full = time.monotonic() - t0
+        assert load.ok > 100
+    t1 = time.monotonic()
+    wait_until("back to one replica", lambda: _sizes(api, namespace) == (1, 1), timeout=300)
+    down = time.monotonic() - t1
+    assert not load.errors, load.errors[:5]
+    print(f"InferenceRate target {TARGET}/s per replica under {RATE:.0f} requests/s: HPA scaled up after "
+          f"{decided:.0f} s, a 2nd replica served after {serving:.0f} s, 3 after {full:.0f} s; "
+          f"back to 1 replica {down:.0f} s after the load stopped ({load.ok} requests, no errors)")
