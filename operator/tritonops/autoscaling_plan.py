@@ -57,12 +57,30 @@ def desired(spec: dict[str, Any], owner: Owner, prometheus_url: str, blocked: st
     autoscaling = spec.get("autoscaling")
     if not autoscaling or blocked:
         return []
+    startup = int(spec.get("runtime", {}).get("startupTimeoutSeconds", 600))
     if autoscaling.get("engine", "HPA") == "KEDA":
-        return [build_scaled_object(owner, autoscaling, prometheus_url)]
-    return [build_hpa(owner, autoscaling)]
+        return [build_scaled_object(owner, autoscaling, prometheus_url, startup)]
+    return [build_hpa(owner, autoscaling, startup)]
 
 
 def stale(observed: dict[str, dict[str, Any]], wanted: list[dict[str, Any]]) -> list[tuple[str, str]]:
     """Autoscalers to delete: the other engine's, or any once autoscaling is off (observed: kind -> object)."""
     keep = {o["kind"] for o in wanted}
     return sorted((kind, obj["metadata"]["name"]) for kind, obj in observed.items() if kind not in keep)
+
+
+def split_status(spec: dict[str, Any], deployments: dict[str, dict[str, Any]], stable: str | None,
+                 canary: str | None, stable_keeps: int | None, canary_wants: int) -> dict[str, Any]:
+    """``status.replicaSplit``: the total asked for (the autoscaler's, bounded) and, for each side, the
+    replicas the operator asks for and those available now."""
+    def side(revision: str | None, desired: int) -> dict[str, Any]:
+        dep = deployments.get(revision or "") or {}
+        return {"revision": revision or "", "desired": desired,
+                "available": int(dep.get("status", {}).get("availableReplicas", 0))}
+
+    out: dict[str, Any] = {"total": total(spec)}
+    if stable:
+        out["stable"] = side(stable, total(spec) if stable_keeps is None else stable_keeps)
+    if canary:
+        out["canary"] = side(canary, canary_wants)
+    return out

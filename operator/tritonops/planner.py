@@ -380,6 +380,10 @@ def _status(md: dict[str, Any], observed: Observed, revs: _Revisions, problems: 
             status[key] = value
     if canary:
         status["canaryWeight"] = canary.progress.weight
+    if canary or autoscaler:
+        status["replicaSplit"] = autoscaling_plan.split_status(
+            spec, observed.deployments, revs.stable, canary.progress.canary if canary else None,
+            canary.stable_replicas if canary else None, canary.canary_replicas if canary else 0)
     same = canary is not None and old.get("canaryRevision") == canary.progress.canary
     events = condition_events(old_conds, conditions, revs.stable if revs.promoted else None) + \
         canary_events(old.get("rollout") if same else {}, canary)

@@ -48,6 +48,14 @@ def test_custom_query_and_scale_to_zero_are_keda_only_and_explicit() -> None:
     assert build_hpa(OWNER, scaling("HPA", "QueueTime"))["spec"]["minReplicas"] == 1
 
 
+def test_scale_up_waits_for_models_to_load_unless_the_user_says_otherwise() -> None:
+    fast = build_hpa(OWNER, scaling("HPA", "InferenceRate"), startup_seconds=60)["spec"]["behavior"]["scaleUp"]
+    slow = build_hpa(OWNER, scaling("HPA", "InferenceRate"), startup_seconds=1200)["spec"]["behavior"]["scaleUp"]
+    assert fast["policies"] == [{"type": "Percent", "value": 100, "periodSeconds": 15}]
+    assert slow["policies"] == [{"type": "Percent", "value": 100, "periodSeconds": 300}]
+    assert fast["stabilizationWindowSeconds"] == 0
+
+
 def test_behavior_keeps_the_scale_down_window_and_the_users_policies() -> None:
     spec = scaling("HPA", "InferenceRate", behavior={"scaleUp": {"stabilizationWindowSeconds": 0, "policies": [
         {"type": "Pods", "value": 1, "periodSeconds": 120}]}}, scaleDownStabilizationSeconds=600)
@@ -110,3 +118,6 @@ def test_moving_the_canary_weight_does_not_move_the_autoscaled_total() -> None:
         seen.append((md["status"].get("canaryWeight", 0), pods, int(hpa_says)))
     assert {hpa for _, _, hpa in seen} == {4}, seen  # the total never moved while the weight went 0 -> 50
     assert {w for w, _, _ in seen} >= {20, 50}, seen
+    split = md["status"]["replicaSplit"]
+    assert split["total"] == 4 and split["stable"] == {"revision": stable, "desired": 4, "available": 4}
+    assert split["canary"]["revision"] == canary and split["canary"]["desired"] == 4  # Surge at 50 %: 4 beside 4

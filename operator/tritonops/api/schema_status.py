@@ -54,6 +54,16 @@ def _analysis_record() -> Schema:
     }, "Canary analysis: the record of its windows.")
 
 
+def _replica_split() -> Schema:
+    side = obj({"revision": string(max_length=63), "desired": integer(minimum=0),
+                "available": integer(minimum=0)})
+    return obj({"total": integer("spec.replicas (the autoscaler's, when there is one) within its bounds.",
+                                 minimum=0),
+                "stable": side, "canary": side},
+               "How the serving size is split between the stable and the canary revision (shown during a canary "
+               "or with autoscaling).")
+
+
 def status_schema() -> Schema:
     """``status``."""
     return obj(
@@ -66,6 +76,7 @@ def status_schema() -> Schema:
             "canaryWeight": integer("Percent of traffic on the canary revision.", minimum=0, maximum=100),
             "autoscaler": string("The kind of the autoscaler the operator keeps (HorizontalPodAutoscaler or "
                                  "ScaledObject), if any.", max_length=32),
+            "replicaSplit": _replica_split(),
             "replicas": integer(minimum=0),
             "readyReplicas": integer(minimum=0),
             "availableReplicas": integer(minimum=0),
