@@ -20,7 +20,7 @@ import pytest
 
 from tests.autoscaling_support import metrics_apis
 from tests.e2e.conftest import ModelStore, local_md
-from tests.e2e.test_real_node import _infer, samples, service_ip
+from tests.e2e.test_real_node import _answers, _infer, samples, service_ip
 from tests.integration.rbac import operator_kubeconfig
 from tests.integration.support import Api, OperatorProcess, converged, wait_until
 from tests.prometheus import PodTargets, running_prometheus, triton_pods_job
@@ -114,6 +114,7 @@ def test_the_hpa_scales_the_model_up_under_load_and_down_after(
     x, _ = samples(model_store)
     body = f'{{"inputs":[{{"name":"INPUT0","shape":[1,4],"datatype":"FP32","data":{x[0].tolist()}}}]}}'.encode()
     url = f"http://{service_ip(api, namespace, 'auto')}:{c.HTTP_PORT}/v2/models/classifier/infer"
+    wait_until("the Service answers", lambda: _answers(url, body), timeout=30)  # kube-proxy follows Ready
     with Load(url, body) as load:
         t0 = time.monotonic()
         wait_until("the HPA asks for more replicas", lambda: _sizes(api, namespace)[0] > 1, timeout=180)
