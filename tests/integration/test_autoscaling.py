@@ -2,8 +2,8 @@
 generates are accepted (KEDA's CRDs from its Go module's CRD files), they target the ModelDeployment's
 ``/scale``, and the replicas written there are split into the revision's Deployment.
 
-The HPA controller's own loop on real metrics needs prometheus-adapter serving custom metrics (see the
-README); here the scale subresource is driven the way the HPA drives it.
+The HPA controller's own loop on real Triton metrics through prometheus-adapter is the e2e test
+``tests/e2e/test_autoscaling_loop.py``; here the scale subresource is driven the way the HPA drives it.
 """
 
 from __future__ import annotations
