@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
 
-from tritonops.canary import PAUSED, PROGRESSING, parse_time
+from tritonops.canary import PAUSED, PROGRESSING, parse_time, stamp
 
 PASSED: Final = "Passed"
 FAILED: Final = "Failed"
@@ -160,10 +160,6 @@ class Run:
     min_requests: int
 
 
-def _stamp(now: datetime) -> str:
-    return now.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def seconds_until_due(state: dict[str, Any], interval: int, now: datetime) -> float | None:
     """Seconds until the next window is due; None while the canary takes no traffic yet."""
     since = parse_time(state.get("since"))
@@ -204,11 +200,11 @@ def record(state: dict[str, Any], window: Window | None, weight: int, now: datet
     """``status.rollout.analysis`` after this cycle: the canary's first traffic, and the window measured."""
     out = dict(state)
     if weight > 0 and "since" not in out:
-        out["since"] = _stamp(now)
+        out["since"] = stamp(now)
     if window is None:
         return out
     failed, inconclusive = window.result == FAILED, window.result == INCONCLUSIVE
-    out.update({"lastRunAt": _stamp(now), "windows": int(out.get("windows", 0)) + 1, "result": window.result,
+    out.update({"lastRunAt": stamp(now), "windows": int(out.get("windows", 0)) + 1, "result": window.result,
                 "failures": int(out.get("failures", 0)) + failed,
                 "inconclusive": int(out.get("inconclusive", 0)) + 1 if inconclusive else 0,
                 "message": window.message()[:1024], "checks": [_check_record(c, window) for c in window.checks]})

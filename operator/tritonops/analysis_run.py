@@ -29,8 +29,8 @@ def endpoint_for(md: dict[str, Any], default: Endpoint | None) -> Endpoint:
                           "analysis.prometheus.url")
     token = Path(base.token_file).read_text().strip() if base.token_file else base.token
     if own:
-        return Endpoint(own["address"], token, "", base.ca_file, "", bool(own.get("insecureSkipVerify")))
-    return Endpoint(base.url, token, "", base.ca_file, "", base.insecure_skip_verify)
+        return Endpoint(own["address"], token, "", base.ca_file, bool(own.get("insecureSkipVerify")))
+    return Endpoint(base.url, token, "", base.ca_file, base.insecure_skip_verify)
 
 
 def measure_due(md: dict[str, Any], default: Endpoint | None, now: datetime) -> a.Window | None:

@@ -231,6 +231,11 @@ def route_split(total: int, weight: int, surge: bool) -> Split:
     return Split(total, canary) if surge else Split(max(1, total - canary), min(canary, max(total - 1, 0)))
 
 
+def stamp(now: datetime) -> str:
+    """A status time: RFC 3339, seconds precision, UTC."""
+    return now.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def parse_time(value: str | None) -> datetime | None:
     """An RFC 3339 time from the status, or None."""
     return datetime.fromisoformat(value.replace("Z", "+00:00")) if value else None
@@ -251,9 +256,9 @@ def to_status(progress: Progress) -> dict[str, Any]:
     out: dict[str, Any] = {"currentStepIndex": progress.step, "weight": progress.weight,
                            "decision": progress.decision}
     if progress.step_started:
-        out["stepStartedAt"] = progress.step_started.strftime("%Y-%m-%dT%H:%M:%SZ")
+        out["stepStartedAt"] = stamp(progress.step_started)
     if progress.reason:
         out["message"] = progress.reason
     if progress.decided_at:
-        out["decidedAt"] = progress.decided_at.strftime("%Y-%m-%dT%H:%M:%SZ")
+        out["decidedAt"] = stamp(progress.decided_at)
     return out

@@ -42,8 +42,7 @@ def _run(args: argparse.Namespace) -> int:
 
     prometheus = Endpoint(args.prometheus_url, token_file=args.prometheus_token_file, ca_file=args.prometheus_ca_file,
                           insecure_skip_verify=args.prometheus_insecure_skip_verify) if args.prometheus_url else None
-    build = BuildOptions(runtime_image=args.runtime_image, prometheus=prometheus is not None,
-                         prometheus_url=args.prometheus_url)
+    build = BuildOptions(runtime_image=args.runtime_image, prometheus_url=args.prometheus_url)
     namespaces = [n for n in args.namespace or os.environ.get("WATCH_NAMESPACES", "").split(",") if n]
     handlers.RUNTIME.config = ControllerConfig(build=build, resync_seconds=args.resync_seconds, workers=args.workers,
                                                prometheus=prometheus, listed=frozenset(namespaces))

@@ -18,12 +18,12 @@ from tritonops import CAPACITY_MANAGER
 from tritonops.analysis_run import measure_due
 from tritonops.api import API_VERSION, KIND
 from tritonops.builders.deployment import BuildOptions
+from tritonops.builders.httproute import TRAFFIC_FIELD_MANAGER
 from tritonops.builders.meta import LABEL_MANAGED_BY, LABEL_MD, MANAGED_BY
 from tritonops.diagnose import deployment_available, unschedulable
 from tritonops.history import Event
 from tritonops.kube import ApiError, Kube
 from tritonops.planner import (
-    ROUTE_MANAGER,
     SYSTEM_NAMESPACES,
     Observed,
     Plan,
@@ -140,7 +140,7 @@ def execute(kube: Kube, md: dict[str, Any], result: Plan, now: datetime) -> None
         kube.apply(obj, CAPACITY_MANAGER)
     if result.route is not None:
         log.info("weighting HTTPRoute %s/%s", ns, result.route["metadata"]["name"])
-        kube.apply(result.route, ROUTE_MANAGER)
+        kube.apply(result.route, TRAFFIC_FIELD_MANAGER)
     for kind, name in result.delete:
         log.info("deleting %s %s/%s", kind, ns, name)
         kube.delete(kind, ns, name)

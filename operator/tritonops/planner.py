@@ -17,10 +17,9 @@ from tritonops import autoscaling_plan, rolling
 from tritonops.analysis import Window
 from tritonops.builders.configmap import build_config_map
 from tritonops.builders.deployment import BuildOptions, build_deployment, deployment_replicas
-from tritonops.builders.httproute import TRAFFIC_FIELD_MANAGER
 from tritonops.builders.meta import LABEL_REVISION, Owner, selector_string
 from tritonops.builders.service import build_service
-from tritonops.canary import ABORTED, parse_time, to_status
+from tritonops.canary import ABORTED, parse_time, stamp, to_status
 from tritonops.diagnose import Diagnosis, deployment_available, diagnose
 from tritonops.diff import first_difference
 from tritonops.history import Event, canary_events, condition_events, history_limit
@@ -61,10 +60,8 @@ class Plan:
     status: dict[str, Any] | None  # the full new status, or None when unchanged
     events: list[Event]
     requeue_after: float | None
-    route: dict[str, Any] | None = None  # HTTPRoute weights to apply (field manager ROUTE_MANAGER)
+    route: dict[str, Any] | None = None  # HTTPRoute weights to apply (field manager TRAFFIC_FIELD_MANAGER)
 
-
-ROUTE_MANAGER = TRAFFIC_FIELD_MANAGER
 
 
 @dataclass(frozen=True)
@@ -77,9 +74,7 @@ class _Revisions:
 CANARY_KEYS = ("currentStepIndex", "stepStartedAt", "weight", "decision", "message", "decidedAt", "analysis")
 
 
-def timestamp(now: datetime) -> str:
-    """RFC 3339, seconds precision, UTC."""
-    return now.strftime("%Y-%m-%dT%H:%M:%SZ")
+timestamp = stamp  # RFC 3339, seconds precision, UTC (tritonops.canary.stamp)
 
 
 def desired_replicas(spec: dict[str, Any]) -> int:
@@ -192,7 +187,7 @@ def plan(md: dict[str, Any], observed: Observed, now: datetime, opts: BuildOptio
     """One reconcile decision for ``md``."""
     meta, spec = md["metadata"], md["spec"]
     owner = Owner(meta["name"], meta["namespace"], meta["uid"])
-    problems = problems_of(spec, opts.prometheus)
+    problems = problems_of(spec, bool(opts.prometheus_url))
     target, image = (None, opts.runtime_image) if problems else resolve(
         meta["name"], spec, opts.runtime_image, observed.deployments, (md.get("status") or {}).get("stableRevision"))
     opts = replace(opts, runtime_image=image)
@@ -219,7 +214,7 @@ def plan(md: dict[str, Any], observed: Observed, now: datetime, opts: BuildOptio
     delay = retire_delay(md, revs.stable, now, revs.promoted)
     requeue = min(t for t in (requeue, delay or None) if t is not None) if requeue or delay else None
     route = desired_route(md, observed.route, revs.stable or target or "", canary.progress.canary if canary else None,
-                          canary.route_weight if canary else 0) if target else None
+                          canary.route_weight if canary else 0, blocked) if target else None
     old = {k: v for k, v in (md.get("status") or {}).items() if k != "kopf"}
     return Plan(apply=[o for o, _ in to_apply], why=[w for _, w in to_apply],
                 scale=_scale(observed, revs, canary.stable_replicas if canary else rolled and rolled[0],

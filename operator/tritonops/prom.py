@@ -28,7 +28,6 @@ class Endpoint:
     token: str = ""
     token_file: str = ""  # read at each use, so a rotated token is picked up
     ca_file: str = ""  # a CA bundle file (https)
-    ca_data: str = ""  # or the PEM itself
     insecure_skip_verify: bool = False
 
 
@@ -36,20 +35,20 @@ class PrometheusError(RuntimeError):
     """The query could not be answered (connection, HTTP status, bad query, unexpected result)."""
 
 
-def _context(ca_file: str, ca_data: str, insecure: bool) -> ssl.SSLContext | None:
+def _context(ca_file: str, insecure: bool) -> ssl.SSLContext | None:
     if insecure:
         return ssl._create_unverified_context()  # asked for by insecureSkipVerify
-    if ca_file or ca_data:
-        return ssl.create_default_context(cafile=ca_file or None, cadata=ca_data or None)
+    if ca_file:
+        return ssl.create_default_context(cafile=ca_file)
     return None
 
 
-def query(base_url: str, promql: str, *, token: str = "", ca_file: str = "", ca_data: str = "",
+def query(base_url: str, promql: str, *, token: str = "", ca_file: str = "",
           insecure_skip_verify: bool = False, timeout: float = 5.0) -> float | None:
     """The single value of ``promql`` now; None for an empty result (or NaN, e.g. 0/0)."""
     url = f"{base_url.rstrip('/')}/api/v1/query?{urllib.parse.urlencode({'query': promql})}"
     request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})
-    context = _context(ca_file, ca_data, insecure_skip_verify)
+    context = _context(ca_file, insecure_skip_verify)
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}), urllib.request.HTTPSHandler(context=context))
     try:
         with opener.open(request, timeout=timeout) as resp:
@@ -80,7 +79,7 @@ def measure(run: Run, endpoint: Endpoint) -> Window:
     def one(promql: str) -> float | None:
         try:
             return query(endpoint.url, promql, token=endpoint.token, ca_file=endpoint.ca_file,
-                         ca_data=endpoint.ca_data, insecure_skip_verify=endpoint.insecure_skip_verify)
+                         insecure_skip_verify=endpoint.insecure_skip_verify)
         except PrometheusError as err:
             errors.append(str(err))
             return None

@@ -63,11 +63,6 @@ def is_canary(spec: dict[str, Any]) -> bool:
     return bool(spec.get("rollout", {}).get("strategy") == "Canary")
 
 
-def _total(spec: dict[str, Any], stable_dep: dict[str, Any] | None) -> int:
-    """The serving size to split: spec.replicas (the autoscaler's, when there is one) within its bounds."""
-    return autoscaling_plan.total(spec)
-
-
 def _analysis(md: dict[str, Any], target: str, window: a.Window | None,
               now: datetime) -> tuple[a.Settings | None, dict[str, Any], str, str]:
     """The analysis record with this cycle's window folded in, and its verdict (with the numbers)."""
@@ -110,7 +105,7 @@ def plan_canary(md: dict[str, Any], deployments: dict[str, dict[str, Any]], targ
     split_of = c.route_split if routed else c.split_replicas
     progress = c.from_status(status.get("rollout") or {}, status.get("canaryRevision"), target, now)
     cfg, state, verdict, why = _analysis(md, target, window, now)
-    total = _total(spec, deployments.get(stable))
+    total = autoscaling_plan.total(spec)  # the autoscaler's, when there is one
     goal = c.target_weight(steps, progress)
     split = split_of(total, goal, surge)
     dep = deployments.get(target)

@@ -46,9 +46,10 @@ def route_problem(md: dict[str, Any], route: dict[str, Any] | None) -> str:
 
 
 def desired_route(md: dict[str, Any], route: dict[str, Any] | None, stable: str, canary: str | None,
-                  weight: int) -> dict[str, Any] | None:
-    """The apply body of the route when its rules differ from what they should say, else None."""
-    if not route_ref(md["spec"]) or route is None or route_problem(md, route):
+                  weight: int, blocked: str) -> dict[str, Any] | None:
+    """The apply body of the route when its rules differ from what they should say, else None;
+    ``blocked``: :func:`route_problem` of this cycle (nothing is written to an unusable route)."""
+    if not route_ref(md["spec"]) or route is None or blocked:
         return None
     body = route_patch(route, md["metadata"]["name"], stable, canary, weight)
     return None if body["spec"]["rules"] == (route.get("spec") or {}).get("rules") else body

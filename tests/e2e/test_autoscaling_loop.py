@@ -10,7 +10,6 @@ the labels the chart's PodMonitor gives them.
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +19,8 @@ import pytest
 
 from tests.autoscaling_support import metrics_apis
 from tests.e2e.conftest import ModelStore, local_md
-from tests.e2e.test_real_node import _answers, _infer, samples, service_ip
+from tests.e2e.test_canary_analysis import Traffic
+from tests.e2e.test_real_node import _answers, samples, service_ip
 from tests.integration.rbac import operator_kubeconfig
 from tests.integration.support import Api, OperatorProcess, converged, wait_until
 from tests.prometheus import PodTargets, running_prometheus, triton_pods_job
@@ -63,34 +63,6 @@ def autoscaling_operator(cluster: ClusterHandle, namespace: str, metrics: str, t
     print((tmp_path / "op.log").read_text()[-5000:])
 
 
-class Load:
-    """About RATE requests/s through the Service, each on a new connection, until stopped (bounded: 5 min)."""
-
-    def __init__(self, url: str, body: bytes) -> None:
-        self.url, self.body, self.stop, self.ok = url, body, threading.Event(), 0
-        self.errors: list[str] = []
-        self.thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        deadline = time.monotonic() + 300
-        while not self.stop.is_set() and time.monotonic() < deadline:
-            started = time.monotonic()
-            try:
-                _infer(self.url, self.body)
-                self.ok += 1
-            except Exception as err:
-                self.errors.append(f"{type(err).__name__}: {err}")
-            self.stop.wait(max(0.0, 1 / RATE - (time.monotonic() - started)))
-
-    def __enter__(self) -> Load:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.stop.set()
-        self.thread.join(30)
-
-
 def _sizes(api: Api, namespace: str) -> tuple[int, int]:
     """(spec.replicas the HPA wrote, available Triton replicas)."""
     md = api.md(namespace, "auto") or {}
@@ -115,7 +87,7 @@ def test_the_hpa_scales_the_model_up_under_load_and_down_after(
     body = f'{{"inputs":[{{"name":"INPUT0","shape":[1,4],"datatype":"FP32","data":{x[0].tolist()}}}]}}'.encode()
     url = f"http://{service_ip(api, namespace, 'auto')}:{c.HTTP_PORT}/v2/models/classifier/infer"
     wait_until("the Service answers", lambda: _answers(url, body), timeout=30)  # kube-proxy follows Ready
-    with Load(url, body) as load:
+    with Traffic(url, body, rate=RATE) as load:
         t0 = time.monotonic()
         wait_until("the HPA asks for more replicas", lambda: _sizes(api, namespace)[0] > 1, timeout=180)
         decided = time.monotonic() - t0
@@ -123,11 +95,11 @@ def test_the_hpa_scales_the_model_up_under_load_and_down_after(
         serving = time.monotonic() - t0
         wait_until("three replicas serve", lambda: _sizes(api, namespace)[1] == 3, timeout=240)
         full = time.monotonic() - t0
-        assert load.ok > 100
+        assert len(load.answers) > 100
     t1 = time.monotonic()
     wait_until("back to one replica", lambda: _sizes(api, namespace) == (1, 1), timeout=300)
     down = time.monotonic() - t1
     assert not load.errors, load.errors[:5]
     print(f"InferenceRate target {TARGET}/s per replica under {RATE:.0f} requests/s: HPA scaled up after "
           f"{decided:.0f} s, a 2nd replica served after {serving:.0f} s, 3 after {full:.0f} s; "
-          f"back to 1 replica {down:.0f} s after the load stopped ({load.ok} requests, no errors)")
+          f"back to 1 replica {down:.0f} s after the load stopped ({len(load.answers)} requests, no errors)")

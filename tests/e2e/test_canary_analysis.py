@@ -26,7 +26,7 @@ from torch import nn
 
 from tests.conftest import ROOT
 from tests.e2e.conftest import ModelStore, local_md
-from tests.e2e.test_real_node import _answers, _infer, _serving_version_1
+from tests.e2e.test_real_node import _infer, _serving_version_1
 from tests.integration.rbac import operator_kubeconfig
 from tests.integration.support import Api, OperatorProcess, converged, wait_until
 from tests.prometheus import PodTargets, running_prometheus, triton_pods_job
@@ -93,10 +93,12 @@ def analysing_operator(cluster: ClusterHandle, api: Api, namespace: str, prometh
 
 @dataclass
 class Traffic:
-    """A bounded load (about 25 requests/s, one new connection each) that records which version answered."""
+    """A bounded load (``rate`` requests/s, one new connection each, 5 minutes at most) that records which
+    model version answered each request."""
 
     url: str
     body: bytes
+    rate: float = 25.0
     answers: list[tuple[float, str]] = field(default_factory=list)  # (monotonic time, model version)
     errors: list[str] = field(default_factory=list)
     stop: threading.Event = field(default_factory=threading.Event)
@@ -109,7 +111,7 @@ class Traffic:
                 self.answers.append((time.monotonic(), _infer(self.url, self.body)["model_version"]))
             except Exception as err:
                 self.errors.append(f"{time.strftime('%H:%M:%S')} {type(err).__name__}: {err}")
-            self.stop.wait(max(0.0, 0.04 - (time.monotonic() - started)))
+            self.stop.wait(max(0.0, 1 / self.rate - (time.monotonic() - started)))
 
     def __enter__(self) -> Traffic:
         self.thread = threading.Thread(target=self.run, daemon=True)
@@ -142,8 +144,6 @@ def test_a_slow_canary_is_rolled_back_by_its_p99_latency(
         api: Api, namespace: str, model_store: ModelStore, store_secret: str, slow_model: str, prometheus: str,
         analysing_operator: OperatorProcess) -> None:
     stable, url, body = _serving_version_1(api, namespace, model_store, "bad")
-    # Ready says the pods are; kube-proxy programs the Service a moment later (until then: connection refused)
-    wait_until("the Service answers", lambda: _answers(url, body), timeout=30)
     with Traffic(url, body) as traffic:
         wait_until("stable answers", lambda: len(traffic.answers) >= 10, timeout=30)
         _canary(api, namespace, "bad", 2, SLOW_KEY, slow_model,
@@ -180,7 +180,6 @@ def test_a_good_canary_passes_its_analysis_and_is_promoted(
         api: Api, namespace: str, model_store: ModelStore, store_secret: str, prometheus: str,
         analysing_operator: OperatorProcess) -> None:
     stable, url, body = _serving_version_1(api, namespace, model_store, "good")
-    wait_until("the Service answers", lambda: _answers(url, body), timeout=30)
     steps = [{"setWeight": 50}, {"pause": {"durationSeconds": 5}}, {"analysis": {"durationSeconds": 20}}]
     starts: dict[int, float] = {}
     with Traffic(url, body) as traffic:

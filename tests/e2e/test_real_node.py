@@ -151,6 +151,8 @@ def _serving_version_1(api: Api, namespace: str, store: ModelStore, name: str) -
     body = json.dumps({"inputs": [{"name": "INPUT0", "shape": [1, 4], "datatype": "FP32",
                                    "data": x[0].tolist()}]}).encode()
     url = f"http://{service_ip(api, namespace, name)}:{c.HTTP_PORT}/v2/models/{MODEL}/infer"
+    # Ready says the pods are; kube-proxy programs the Service a moment later (until then: connection refused).
+    wait_until("the Service answers", lambda: _answers(url, body), timeout=30)
     return stable["status"]["stableRevision"], url, body
 
 
@@ -158,8 +160,6 @@ def test_new_model_version_rolls_out_without_a_failed_request(
         api: Api, namespace: str, model_store: ModelStore, store_secret: str, e2e_operator: OperatorProcess) -> None:
     first, url, body = _serving_version_1(api, namespace, model_store, "roll")
     load = Load(url, body)
-    # Ready says the pods are; kube-proxy programs the Service a moment later (an endpoint update away).
-    wait_until("the Service answers", lambda: _answers(load.url, body), timeout=30)
     thread = threading.Thread(target=load.run, daemon=True)
     thread.start()
     try:

@@ -38,11 +38,11 @@ def test_golden_hpa_and_scaled_object(preset: str, golden: Golden) -> None:
 
 
 def test_custom_query_and_scale_to_zero_are_keda_only_and_explicit() -> None:
-    spec = scaling("KEDA", extra_metric := "Prometheus", minReplicas=0)
+    spec = scaling("KEDA", "Prometheus", minReplicas=0)
     spec["metrics"][0].update(query='sum(rate(my_requests{namespace="{{namespace}}"}[1m]))', activationTarget=1)
     obj = build_scaled_object(OWNER, spec, "http://p:9090")
     trigger = obj["spec"]["triggers"][0]
-    assert extra_metric == "Prometheus" and obj["spec"]["minReplicaCount"] == 0
+    assert obj["spec"]["minReplicaCount"] == 0
     assert trigger["metadata"]["query"] == 'sum(rate(my_requests{namespace="ml"}[1m]))'
     assert trigger["metadata"]["activationThreshold"] == "1" and trigger["metricType"] == "AverageValue"
     assert build_hpa(OWNER, scaling("HPA", "QueueTime"))["spec"]["minReplicas"] == 1

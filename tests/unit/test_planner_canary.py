@@ -150,7 +150,7 @@ def test_pause_annotation_holds_this_canary_and_removing_it_resumes() -> None:
 ANALYSIS = {"intervalSeconds": 30, "failureLimit": 2, "inconclusiveLimit": 2, "minRequests": 100,
             "metrics": [{"name": "ErrorRate", "thresholdRange": {"max": 0.05}},
                         {"name": "LatencyP99Ms", "thresholdRange": {"max": 40}}]}
-WITH_PROMETHEUS = replace(OPTS, prometheus=True)
+WITH_PROMETHEUS = replace(OPTS, prometheus_url="http://prometheus:9090")
 
 
 def analysed_md(*steps: dict[str, Any]) -> tuple[dict[str, Any], Observed, str, str]:

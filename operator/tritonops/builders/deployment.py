@@ -38,8 +38,7 @@ class BuildOptions:
 
     runtime_image: str = "ghcr.io/tritonops/tritonops-runtime:0.1.0"
     runtime_pull_policy: str = "IfNotPresent"
-    prometheus: bool = False  # the operator has a Prometheus for canary analysis (validation asks)
-    prometheus_url: str = ""  # that Prometheus (KEDA's ScaledObjects query it)
+    prometheus_url: str = ""  # the operator's Prometheus (canary analysis; KEDA's ScaledObjects query it)
 
 
 ANNOTATION_TEMPLATE = "tritonops.io/template-version"
