@@ -17,9 +17,11 @@ from typing import Any
 from tritonops import CAPACITY_MANAGER
 from tritonops.analysis_run import measure_due
 from tritonops.api import API_VERSION, KIND
+from tritonops.autoscaling_plan import growth_pending, short_before
 from tritonops.builders.deployment import BuildOptions
 from tritonops.builders.httproute import TRAFFIC_FIELD_MANAGER
 from tritonops.builders.meta import LABEL_MANAGED_BY, LABEL_MD, MANAGED_BY
+from tritonops.capacity import newest_template, room
 from tritonops.diagnose import deployment_available, unschedulable
 from tritonops.history import Event
 from tritonops.kube import ApiError, Kube
@@ -70,11 +72,29 @@ def observe(kube: Kube, md: dict[str, Any]) -> Observed:
         observed.route = kube.get("HTTPRoute", namespace, route)
     if md["spec"].get("autoscaling") or (md.get("status") or {}).get("autoscaler"):
         _observe_autoscalers(kube, observed, namespace, selector)
-    if any(not deployment_available(d, None) for d in observed.deployments.values()):
+    if short_before(md) or any(not deployment_available(d, None) for d in observed.deployments.values()):
         observed.pods = kube.list("Pod", namespace, f"{LABEL_MD}={name}")
         if unschedulable(observed.pods):
             observed.nodes = kube.list_cluster("Node")
+    if growth_pending(md, observed.deployments):
+        _observe_gpu_room(kube, md, observed)
     return observed
+
+
+def _observe_gpu_room(kube: Kube, md: dict[str, Any], observed: Observed) -> None:
+    """The replicas the free GPUs can take now (Nodes and Pods of the whole cluster; only while the
+    autoscaler asks for more than is served). Left unknown without the permission to list them."""
+    nodes = observed.nodes if observed.nodes is not None else kube.list_cluster("Node")
+    pods = kube.list_cluster("Pod", {"fieldSelector": "status.phase!=Succeeded,status.phase!=Failed"})
+    if nodes is None or pods is None:
+        return
+    observed.nodes = nodes
+    template = newest_template(observed.deployments)
+    own = md["metadata"]["name"]
+    pending = sum(1 for p in pods if not p.get("spec", {}).get("nodeName")
+                  and p["metadata"].get("namespace") == md["metadata"]["namespace"]
+                  and p["metadata"].get("labels", {}).get(LABEL_MD) == own)
+    observed.gpu_room = room(template, nodes, pods, pending)
 
 
 def _observe_autoscalers(kube: Kube, observed: Observed, namespace: str, selector: str) -> None:
@@ -105,11 +125,16 @@ def names_taken(kube: Kube, observed: Observed, result: Plan) -> dict[tuple[str,
     return found
 
 
-def status_patch(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
-    """A merge patch turning ``old`` status into ``new`` (removed keys become null; kopf's kept)."""
-    patch: dict[str, Any] = dict(new)
+def status_patch(old: dict[str, Any], new: dict[str, Any], keep: tuple[str, ...] = ("kopf",)) -> dict[str, Any]:
+    """A merge patch turning ``old`` status into ``new``: removed keys become null at every depth (a merge
+    patch merges nested objects, so a key dropped from ``replicaSplit`` would otherwise stay); kopf's kept."""
+    patch: dict[str, Any] = {}
+    for key, value in new.items():
+        before = old.get(key)
+        patch[key] = status_patch(before, value, ()) if isinstance(value, dict) and isinstance(before, dict) \
+            else value
     for key in old:
-        if key not in new and key != "kopf":
+        if key not in new and key not in keep:
             patch[key] = None
     return patch
 

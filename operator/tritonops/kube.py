@@ -124,11 +124,12 @@ class Kube:
             raise
         return result
 
-    def list_cluster(self, kind: str) -> list[dict[str, Any]] | None:
-        """Every object of a cluster-scoped ``kind``; None when the operator may not list them (RBAC)."""
+    def list_cluster(self, kind: str, query: dict[str, str] | None = None) -> list[dict[str, Any]] | None:
+        """Every object of ``kind`` in the cluster (all namespaces); None when the operator may not list them
+        (RBAC)."""
         prefix, plural = RESOURCES[kind]
         try:
-            result = self.request("list", "GET", f"{prefix}/{plural}", resource=kind)
+            result = self.request("list", "GET", f"{prefix}/{plural}", resource=kind, query=query)
         except ApiError as err:
             if err.status == 403:
                 return None

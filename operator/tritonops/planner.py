@@ -47,6 +47,7 @@ class Observed:
     keda_installed: bool | None = None  # whether the ScaledObject CRD exists (None: not looked)
     analysis: Window | None = None  # a canary analysis window measured this cycle
     route: dict[str, Any] | None = None  # the HTTPRoute a routed canary weights (None: absent or not routed)
+    gpu_room: int | None = None  # replicas the free GPUs take now (read only while the autoscaler grows)
 
 
 @dataclass
@@ -135,7 +136,7 @@ def _desired(md: dict[str, Any], owner: Owner, revs: _Revisions, opts: BuildOpti
              scaler_blocked: str) -> list[dict[str, Any]]:
     target = revs.target
     objs = [build_service(owner), *revision_services(md, owner, [revs.stable, target] if target else []),
-            *autoscaling_plan.desired(md["spec"], owner, opts.prometheus_url, scaler_blocked)]
+            *autoscaling_plan.desired(md, owner, opts.prometheus_url, scaler_blocked)]
     if target:
         spec = md["spec"]
         replicas = canary.canary_replicas if canary else rolled[1] if rolled else desired_replicas(spec)
@@ -185,6 +186,8 @@ def _deletions(observed: Observed, revs: _Revisions, routed: bool, retiring: boo
 
 def plan(md: dict[str, Any], observed: Observed, now: datetime, opts: BuildOptions) -> Plan:
     """One reconcile decision for ``md``."""
+    requested = autoscaling_plan.total(md["spec"])
+    md = autoscaling_plan.serving_spec(md, observed.gpu_room)  # growth bounded by the free GPUs
     meta, spec = md["metadata"], md["spec"]
     owner = Owner(meta["name"], meta["namespace"], meta["uid"])
     problems = problems_of(spec, bool(opts.prometheus_url))
@@ -212,7 +215,8 @@ def plan(md: dict[str, Any], observed: Observed, now: datetime, opts: BuildOptio
         Diagnosis(r.AUTOSCALER_UNAVAILABLE, scaler_blocked) if scaler_blocked else None
     new_status, events, requeue = _status(md, observed, revs, problems, now, canary, blocked, conflict)
     delay = retire_delay(md, revs.stable, now, revs.promoted)
-    requeue = min(t for t in (requeue, delay or None) if t is not None) if requeue or delay else None
+    waits = [t for t in (requeue, delay or None, autoscaling_plan.mark_bounded(new_status, requested)) if t]
+    requeue = min(waits) if waits else None
     route = desired_route(md, observed.route, revs.stable or target or "", canary.progress.canary if canary else None,
                           canary.route_weight if canary else 0, blocked) if target else None
     old = {k: v for k, v in (md.get("status") or {}).items() if k != "kopf"}
@@ -369,8 +373,9 @@ def _status(md: dict[str, Any], observed: Observed, revs: _Revisions, problems: 
         "history": history,
     }
     autoscaler = autoscaling_plan.kind(spec)
+    startup = autoscaling_plan.startup_seconds(observed.pods) or old.get("startupSeconds")
     for key, value in (("stableRevision", revs.stable), ("canaryRevision", canary_rev), ("rollout", rollout),
-                       ("autoscaler", autoscaler)):
+                       ("autoscaler", autoscaler), ("startupSeconds", autoscaler and startup)):
         if value:
             status[key] = value
     if canary:

@@ -15,7 +15,8 @@ import pytest
 
 from tests.autoscaling_support import ensure_keda_crds
 from tests.integration.rbac import operator_kubeconfig
-from tests.integration.support import Api, OperatorProcess, converged, kubectl, md_body, wait_until
+from tests.integration.support import Api, OperatorProcess, converged, gpu_node, kubectl, md_body, wait_until
+from tests.integration.test_canary import gpu_pool, replicas
 
 pytestmark = pytest.mark.cluster
 CPU = {"runtime": {"triton": {"maxBatchSize": 8, "instanceGroups": [{"kind": "KIND_CPU", "count": 1}]}},
@@ -68,3 +69,38 @@ def test_hpa_then_keda_target_the_model_and_scale_its_revision(api: Api, cluster
         namespace).items, timeout=60)
     api.patch_md(namespace, "auto", {"spec": {"autoscaling": None}})
     wait_until("the ScaledObject deleted", lambda: scaled_object() is None, timeout=60)
+
+
+def test_growth_stops_at_the_free_gpus_and_resumes_when_gpus_appear(api: Api, cluster: Any, namespace: str,
+                                                                    keda_operator: OperatorProcess) -> None:
+    """The autoscaler asks for 6 replicas of a 1-GPU model on a KWOK pool of 3 GPUs (simulated: no GPU
+    exists here): 3 are served and status says why, no pod waits Pending; a second node of 2 GPUs lets it
+    grow to 5, still short of 6; asked for 4, it shrinks with nothing held."""
+    with gpu_pool(api, cluster, namespace, 3):
+        api.create_md(namespace, md_body("gpus", replicas=1, autoscaling={**SCALING, "maxReplicas": 8},
+                                         nodeSelector={"tritonops.io/test-pool": namespace}))
+        md = wait_until("Ready", lambda: converged(api, namespace, "gpus"), timeout=90)
+        stable = md["status"]["stableRevision"]
+        kubectl(cluster, "scale", "-n", namespace, "modeldeployment/gpus", "--replicas=6")  # as the HPA does
+
+        def split() -> dict[str, Any] | None:
+            got = ((api.md(namespace, "gpus") or {}).get("status") or {}).get("replicaSplit") or {}
+            return got if got.get("limitedBy") else None
+
+        seen = wait_until("held at the free GPUs", split, timeout=60)
+        assert (seen["total"], seen["requested"]) == (3, 6)
+        wait_until("3 pods Ready", lambda: api.apps.read_namespaced_deployment(stable, namespace).status
+                   .available_replicas == 3, timeout=60)
+        assert replicas(api, namespace, stable) == 3
+        pending = [p for p in api.core.list_namespaced_pod(namespace).items if not p.spec.node_name]
+        assert pending == []
+        extra = gpu_node(f"gpu2-{namespace}"[:63], namespace, 2)
+        api.core.create_node(extra)
+        try:
+            wait_until("grown to 5", lambda: replicas(api, namespace, stable) == 5, timeout=90)
+            wait_until("still held: 5 GPUs for 6", lambda: (split() or {}).get("total") == 5, timeout=30)
+            kubectl(cluster, "scale", "-n", namespace, "modeldeployment/gpus", "--replicas=4")
+            wait_until("no longer held", lambda: split() is None and replicas(api, namespace, stable) == 4,
+                       timeout=30)
+        finally:
+            api.core.delete_node(extra["metadata"]["name"])

@@ -13,6 +13,7 @@ from tests.conftest import Golden
 from tests.factories import model_deployment, with_spec
 from tests.unit.test_planner import NOW, OPTS, converge
 from tests.unit.test_planner_canary import canary_md, cycle, replicas
+from tritonops import autoscaling_plan
 from tritonops.builders.autoscaler import build_hpa, build_scaled_object
 from tritonops.builders.meta import Owner
 from tritonops.planner import Observed, plan
@@ -49,11 +50,13 @@ def test_custom_query_and_scale_to_zero_are_keda_only_and_explicit() -> None:
 
 
 def test_scale_up_waits_for_models_to_load_unless_the_user_says_otherwise() -> None:
-    fast = build_hpa(OWNER, scaling("HPA", "InferenceRate"), startup_seconds=60)["spec"]["behavior"]["scaleUp"]
-    slow = build_hpa(OWNER, scaling("HPA", "InferenceRate"), startup_seconds=1200)["spec"]["behavior"]["scaleUp"]
-    assert fast["policies"] == [{"type": "Percent", "value": 100, "periodSeconds": 15}]
-    assert slow["policies"] == [{"type": "Percent", "value": 100, "periodSeconds": 300}]
-    assert fast["stabilizationWindowSeconds"] == 0
+    spec = {"runtime": {"startupTimeoutSeconds": 1200}}
+    assert autoscaling_plan.scale_up_period(spec, None) == 300  # a quarter of the budget, at most 300 s
+    assert autoscaling_plan.scale_up_period({"runtime": {"startupTimeoutSeconds": 60}}, None) == 15
+    assert autoscaling_plan.scale_up_period(spec, 8) == 15  # measured: rounded up to the HPA's sync period
+    assert autoscaling_plan.scale_up_period(spec, 41) == 45
+    up = build_hpa(OWNER, scaling("HPA", "InferenceRate"), scale_up_period=45)["spec"]["behavior"]["scaleUp"]
+    assert up == {"stabilizationWindowSeconds": 0, "policies": [{"type": "Percent", "value": 100, "periodSeconds": 45}]}
 
 
 def test_behavior_keeps_the_scale_down_window_and_the_users_policies() -> None:

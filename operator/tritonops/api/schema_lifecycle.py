@@ -190,6 +190,9 @@ def autoscaling_schema() -> Schema:
                             "HPA behavior (KEDA passes it on). A new replica helps only once its model is "
                             "loaded: keep scale-up periods above the model's load time."),
             "scaleDownStabilizationSeconds": integer(minimum=0, maximum=3600, default=300),
+            "capToFreeGPUs": boolean("Grow a GPU model only as far as the free GPUs of the nodes it may use "
+                                     "(true when unset). Set false when a node autoscaler adds GPU nodes for "
+                                     "Pending pods."),
         },
         "Scale with load: the autoscaler writes spec.replicas through the /scale subresource and the "
         "operator splits it between the stable and the canary revision.",

@@ -57,8 +57,11 @@ def _analysis_record() -> Schema:
 def _replica_split() -> Schema:
     side = obj({"revision": string(max_length=63), "desired": integer(minimum=0),
                 "available": integer(minimum=0)})
-    return obj({"total": integer("spec.replicas (the autoscaler's, when there is one) within its bounds.",
-                                 minimum=0),
+    return obj({"total": integer("The replicas served: spec.replicas (the autoscaler's, when there is one) "
+                                 "within its bounds and, for growth, the free GPUs.", minimum=0),
+                "requested": integer("What the autoscaler asks for, shown while the free GPUs hold the total "
+                                     "below it.", minimum=0),
+                "limitedBy": string("FreeGPUs while the total is held below the autoscaler's.", max_length=32),
                 "stable": side, "canary": side},
                "How the serving size is split between the stable and the canary revision (shown during a canary "
                "or with autoscaling).")
@@ -77,6 +80,9 @@ def status_schema() -> Schema:
             "autoscaler": string("The kind of the autoscaler the operator keeps (HorizontalPodAutoscaler or "
                                  "ScaledObject), if any.", max_length=32),
             "replicaSplit": _replica_split(),
+            "startupSeconds": integer("With autoscaling: how long the newest Ready pod took from its creation to "
+                                      "Ready (scheduling, model fetch and load); paces the default scale-up.",
+                                      minimum=0),
             "replicas": integer(minimum=0),
             "readyReplicas": integer(minimum=0),
             "availableReplicas": integer(minimum=0),

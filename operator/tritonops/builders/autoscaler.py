@@ -65,21 +65,21 @@ def _quantity(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else f"{round(value * 1000)}m"
 
 
-def behavior(autoscaling: dict[str, Any], startup_seconds: int = 600) -> dict[str, Any]:
+def behavior(autoscaling: dict[str, Any], scale_up_period: int = 150) -> dict[str, Any]:
     """HPA ``behavior``: the spec's, with ``scaleDownStabilizationSeconds`` as the scale-down window.
 
-    Without a ``scaleUp`` of the user's, a burst may at most double the replicas once per quarter of the
-    model's load-time budget (``runtime.startupTimeoutSeconds``; 15 s to 300 s): a new Triton replica serves
-    nothing until its model is loaded, and the HPA would otherwise keep adding replicas every 15 s while
-    the first ones load (the HPA's own default is +100 % or +4 pods every 15 s).
+    Without a ``scaleUp`` of the user's, a burst may at most double the replicas once per
+    ``scale_up_period`` seconds, the time a new replica takes to serve (see
+    :func:`tritonops.autoscaling_plan.scale_up_period`): a new Triton replica serves nothing until its model
+    is loaded, and the HPA would otherwise keep adding replicas every 15 s while the first ones load (the
+    HPA's own default is +100 % or +4 pods every 15 s).
     """
     out: dict[str, Any] = {k: dict(v) for k, v in (autoscaling.get("behavior") or {}).items()}
     down = out.setdefault("scaleDown", {})
     down.setdefault("stabilizationWindowSeconds", int(autoscaling.get("scaleDownStabilizationSeconds", 300)))
     if "scaleUp" not in out:
-        period = max(15, min(300, startup_seconds // 4))
         out["scaleUp"] = {"stabilizationWindowSeconds": 0,
-                          "policies": [{"type": "Percent", "value": 100, "periodSeconds": period}]}
+                          "policies": [{"type": "Percent", "value": 100, "periodSeconds": scale_up_period}]}
     return out
 
 
@@ -87,13 +87,13 @@ def _target_ref(owner: Owner) -> dict[str, Any]:
     return {"apiVersion": API_VERSION, "kind": KIND, "name": owner.name}
 
 
-def build_hpa(owner: Owner, autoscaling: dict[str, Any], startup_seconds: int = 600) -> dict[str, Any]:
-    """The HorizontalPodAutoscaler of a ModelDeployment (named like it); ``startup_seconds``: the model's
-    load-time budget (``runtime.startupTimeoutSeconds``), for the default scale-up pace."""
+def build_hpa(owner: Owner, autoscaling: dict[str, Any], scale_up_period: int = 150) -> dict[str, Any]:
+    """The HorizontalPodAutoscaler of a ModelDeployment (named like it); ``scale_up_period``: the default
+    scale-up pace (:func:`behavior`)."""
     spec = {"scaleTargetRef": _target_ref(owner), "minReplicas": max(1, int(autoscaling.get("minReplicas", 1))),
             "maxReplicas": int(autoscaling["maxReplicas"]),
             "metrics": [_hpa_metric(m) for m in autoscaling["metrics"]],
-            "behavior": behavior(autoscaling, startup_seconds)}
+            "behavior": behavior(autoscaling, scale_up_period)}
     return stamp_hash({"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
                        "metadata": metadata(owner.name, owner, common_labels(owner.name, "autoscaler")),
                        "spec": spec})
@@ -114,12 +114,12 @@ def _trigger(metric: dict[str, Any], owner: Owner, prometheus: str) -> dict[str,
 
 
 def build_scaled_object(owner: Owner, autoscaling: dict[str, Any], prometheus: str,
-                        startup_seconds: int = 600) -> dict[str, Any]:
+                        scale_up_period: int = 150) -> dict[str, Any]:
     """The KEDA ScaledObject of a ModelDeployment (named like it); ``prometheus``: the server's URL."""
     spec = {"scaleTargetRef": _target_ref(owner), "minReplicaCount": int(autoscaling.get("minReplicas", 1)),
             "maxReplicaCount": int(autoscaling["maxReplicas"]),
             "triggers": [_trigger(m, owner, prometheus) for m in autoscaling["metrics"]],
-            "advanced": {"horizontalPodAutoscalerConfig": {"behavior": behavior(autoscaling, startup_seconds)}}}
+            "advanced": {"horizontalPodAutoscalerConfig": {"behavior": behavior(autoscaling, scale_up_period)}}}
     return stamp_hash({"apiVersion": "keda.sh/v1alpha1", "kind": "ScaledObject",
                        "metadata": metadata(owner.name, owner, common_labels(owner.name, "autoscaler")),
                        "spec": spec})
