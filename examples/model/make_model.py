@@ -5,8 +5,9 @@ Trained in about a second on CPU on synthetic data (fixed seed, deterministic), 
 - ``model.pt``      TorchScript (``torch.jit.script``), input ``INPUT0`` [batch, 4] FP32, output ``OUTPUT0`` [batch, 3];
 - ``model.onnx``    the same model exported with ``torch.onnx.export`` (legacy TorchScript exporter, opset 17,
                     dynamic batch axis), skipped with a note if the export fails;
-- ``reference_profile.json``  the training data profile (per-feature quantiles and histogram) used later
-                    for drift detection;
+- ``reference_profile.json``  the training data's drift profile (``tritonops_runtime.drift.profile``: per-feature
+                    quantile bins, summary statistics and KS sample of ``INPUT0[0..3]``, and the predicted
+                    class mix of ``OUTPUT0``), canonical JSON whose digest the summary reports;
 - ``sample.json``   a few inputs and the outputs the torch model gives for them.
 
 Usage: ``python examples/model/make_model.py OUT_DIR``. No binaries are committed; tests generate into tmp.
@@ -24,10 +25,14 @@ import numpy as np
 import torch
 from torch import nn
 
+try:
+    from tritonops_runtime.drift.profile import build_profile, dump_profile
+except ImportError:  # run from a checkout without the runtime package installed
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "runtime"))
+    from tritonops_runtime.drift.profile import build_profile, dump_profile
+
 FEATURES, CLASSES, SEED = 4, 3, 1234
 INPUT_NAME, OUTPUT_NAME = "INPUT0", "OUTPUT0"
-QUANTILES = (0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99)
-HIST_BINS = 10
 
 
 class Classifier(nn.Module):
@@ -65,21 +70,9 @@ def train(x: np.ndarray, y: np.ndarray, epochs: int = 60) -> Classifier:
     return model.eval()
 
 
-def profile(x: np.ndarray, predictions: np.ndarray) -> dict[str, Any]:
-    """Per-feature quantiles and histogram of the reference data, and the predicted class mix."""
-    features = []
-    for j in range(x.shape[1]):
-        col = x[:, j].astype(np.float64)
-        counts, edges = np.histogram(col, bins=HIST_BINS)
-        features.append({
-            "index": j, "name": f"{INPUT_NAME}[{j}]", "mean": round(float(col.mean()), 6),
-            "std": round(float(col.std()), 6), "min": round(float(col.min()), 6), "max": round(float(col.max()), 6),
-            "quantiles": {str(q): round(float(np.quantile(col, q)), 6) for q in QUANTILES},
-            "histogram": {"edges": [round(float(e), 6) for e in edges], "counts": [int(n) for n in counts]},
-        })
-    classes = np.bincount(predictions, minlength=CLASSES) / len(predictions)
-    return {"version": 1, "input": INPUT_NAME, "output": OUTPUT_NAME, "samples": int(x.shape[0]),
-            "features": features, "predictedClassFractions": [round(float(p), 6) for p in classes]}
+def profile(x: np.ndarray, probs: np.ndarray) -> dict[str, Any]:
+    """The drift profile of the training inputs and of the predicted class mix (argmax of the probabilities)."""
+    return build_profile(x, probs, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME])
 
 
 def export_onnx(model: nn.Module, path: Path) -> str:
@@ -108,11 +101,12 @@ def make(out_dir: Path) -> dict[str, Any]:
         warnings.simplefilter("ignore")  # torch.jit is deprecated in favour of torch.export; Triton still loads it
         torch.jit.script(model).save(str(out_dir / "model.pt"))
     onnx_error = export_onnx(model, out_dir / "model.onnx")
-    (out_dir / "reference_profile.json").write_text(json.dumps(profile(x, probs.argmax(axis=1)), indent=2) + "\n")
+    profile_digest = dump_profile(profile(x, probs), out_dir / "reference_profile.json")
     sample = x[:8]
     (out_dir / "sample.json").write_text(json.dumps({"inputs": sample.tolist(), "outputs": probs[:8].tolist()}) + "\n")
     return {"dir": str(out_dir), "accuracy": accuracy, "torchscript": str(out_dir / "model.pt"),
-            "onnx": "" if onnx_error else str(out_dir / "model.onnx"), "onnxError": onnx_error}
+            "onnx": "" if onnx_error else str(out_dir / "model.onnx"), "onnxError": onnx_error,
+            "referenceProfile": str(out_dir / "reference_profile.json"), "profileDigest": profile_digest}
 
 
 def main(argv: list[str] | None = None) -> int:
