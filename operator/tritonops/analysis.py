@@ -60,6 +60,10 @@ def _selector(namespace: str, revision: str) -> str:
     return f'namespace="{namespace}",revision="{revision}"'
 
 
+PREDICTION_DRIFT = "PredictionDriftPSI"
+DRIFT_SERIES = "tritonops_prediction_drift_psi"  # the drift monitor exports it once a window is complete
+
+
 def requests_query(namespace: str, revision: str, window_seconds: int) -> str:
     """Requests the revision answered in the window, successful or not."""
     sel, w = _selector(namespace, revision), f"{window_seconds}s"
@@ -74,7 +78,10 @@ def builtin_query(name: str, namespace: str, revision: str, window_seconds: int)
     summaries = {"LatencyP99Ms": "nv_inference_request_summary_us", "QueueTimeP99Ms": "nv_inference_queue_summary_us"}
     if name in summaries:  # Triton's summaries need --metrics-config summary_latencies=true
         return f'max({summaries[name]}{{{sel},quantile="0.99"}}) / 1000'
-    raise ValueError(f"no built-in metric {name!r}: ErrorRate, LatencyP99Ms or QueueTimeP99Ms, or give a query")
+    if name == PREDICTION_DRIFT:  # the drift monitor's last window, worst pod (spec.drift.enabled)
+        return f"max({DRIFT_SERIES}{{{sel}}})"
+    raise ValueError(f"no built-in metric {name!r}: ErrorRate, LatencyP99Ms, QueueTimeP99Ms or PredictionDriftPSI, "
+                     "or give a query")
 
 
 def checks(analysis: dict[str, Any], namespace: str, revision: str) -> list[Check]:
@@ -123,6 +130,9 @@ def judge(checks_: list[Check], values: dict[str, float | None], requests: float
         return Window(FAILED, None, values, ["requests"], revision, tuple(checks_), why)
     if requests < min_requests:
         return Window(INCONCLUSIVE, requests, values, [], revision, tuple(checks_), errors)
+    if any(DRIFT_SERIES in c.query and values.get(c.name) is None for c in checks_):
+        why = (*errors, "PredictionDriftPSI: the canary's drift monitor has not completed a window yet")
+        return Window(INCONCLUSIVE, requests, values, [], revision, tuple(checks_), why)
     failed = [c.name for c in checks_ if c.failed(values.get(c.name))]
     return Window(FAILED if failed else PASSED, requests, values, failed, revision, tuple(checks_), errors)
 

@@ -23,8 +23,10 @@ from tritonops.builders.httproute import TRAFFIC_FIELD_MANAGER
 from tritonops.builders.meta import LABEL_MANAGED_BY, LABEL_MD, MANAGED_BY
 from tritonops.capacity import newest_template, room
 from tritonops.diagnose import deployment_available, unschedulable
+from tritonops.drift_run import read_drift, reading_due
 from tritonops.history import Event
 from tritonops.kube import ApiError, Kube
+from tritonops.ownership import controlled_by
 from tritonops.planner import (
     SYSTEM_NAMESPACES,
     Observed,
@@ -35,6 +37,7 @@ from tritonops.planner import (
     timestamp,
 )
 from tritonops.prom import Endpoint
+from tritonops.retrain_plan import RUNNING, job_view
 from tritonops.rollout_metrics import forget_rollout, record_end, record_rollout
 from tritonops.rollout_plan import route_ref
 from tritonops.workqueue import WorkQueue
@@ -78,7 +81,34 @@ def observe(kube: Kube, md: dict[str, Any]) -> Observed:
             observed.nodes = kube.list_cluster("Node")
     if growth_pending(md, observed.deployments):
         _observe_gpu_room(kube, md, observed)
+    if md["spec"].get("retraining") or (md.get("status") or {}).get("retraining"):
+        _observe_jobs(kube, md, observed, selector)
     return observed
+
+
+def _observe_jobs(kube: Kube, md: dict[str, Any], observed: Observed, selector: str) -> None:
+    """Our retraining Jobs; the pods of the active one once it is over (its result is their termination
+    message)."""
+    namespace = md["metadata"]["namespace"]
+    active = ((md.get("status") or {}).get("retraining") or {}).get("activeJob")
+    for job in kube.list("Job", namespace, selector):
+        view = job_view(job, [])
+        if view.name == active and view.state != RUNNING:
+            view = job_view(job, kube.list("Pod", namespace, f"batch.kubernetes.io/job-name={view.name}"))
+        observed.jobs[view.name] = view
+
+
+def _create_jobs(kube: Kube, md: dict[str, Any], jobs: list[dict[str, Any]]) -> None:
+    """Create the retraining Jobs of a plan; a name taken by a Job we do not control is left alone."""
+    meta = md["metadata"]
+    for job in jobs:
+        name = job["metadata"]["name"]
+        existing = kube.get("Job", meta["namespace"], name)
+        if existing is None:
+            log.info("creating retraining Job %s/%s", meta["namespace"], name)
+            kube.create("Job", meta["namespace"], job)
+        elif not controlled_by(existing, meta["uid"]):
+            log.warning("Job %s/%s exists and is not ours: not adopted", meta["namespace"], name)
 
 
 def _observe_gpu_room(kube: Kube, md: dict[str, Any], observed: Observed) -> None:
@@ -166,6 +196,7 @@ def execute(kube: Kube, md: dict[str, Any], result: Plan, now: datetime) -> None
     if result.route is not None:
         log.info("weighting HTTPRoute %s/%s", ns, result.route["metadata"]["name"])
         kube.apply(result.route, TRAFFIC_FIELD_MANAGER)
+    _create_jobs(kube, md, result.jobs)
     for kind, name in result.delete:
         log.info("deleting %s %s/%s", kind, ns, name)
         kube.delete(kind, ns, name)
@@ -189,6 +220,7 @@ def reconcile_once(kube: Kube, key: Key, config: ControllerConfig,
         return None
     observed = observe(kube, md)
     observed.analysis = measure_due(md, config.prometheus, now)
+    observed.drift = read_drift(md, config.prometheus) if reading_due(md, now) else None
     result = plan(md, observed, now, config.build)
     if found := names_taken(kube, observed, result):
         observed.foreign.update(found)  # someone else's objects under our children's names: plan around them

@@ -89,3 +89,4 @@ kopf.on.event("apps", "v1", "deployments", labels=CHILD_LABELS, id="deployment-e
 kopf.on.event("", "v1", "services", labels=CHILD_LABELS, id="service-event")(_child_event)
 kopf.on.event("", "v1", "configmaps", labels=CHILD_LABELS, id="configmap-event")(_child_event)
 kopf.on.event("", "v1", "pods", labels=CHILD_LABELS, id="pod-event")(_child_event)
+kopf.on.event("batch", "v1", "jobs", labels=CHILD_LABELS, id="job-event")(_child_event)

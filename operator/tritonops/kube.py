@@ -34,6 +34,7 @@ RESOURCES = {
     "Node": ("/api/v1", "nodes"),
     "HorizontalPodAutoscaler": ("/apis/autoscaling/v2", "horizontalpodautoscalers"),
     "ScaledObject": ("/apis/keda.sh/v1alpha1", "scaledobjects"),
+    "Job": ("/apis/batch/v1", "jobs"),
 }
 
 

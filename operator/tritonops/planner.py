@@ -18,6 +18,7 @@ from tritonops.analysis import Window
 from tritonops.builders.configmap import build_config_map
 from tritonops.builders.deployment import BuildOptions, build_deployment, deployment_replicas
 from tritonops.builders.meta import LABEL_REVISION, Owner, selector_string
+from tritonops.builders.monitor import drift_enabled
 from tritonops.builders.service import build_service
 from tritonops.canary import ABORTED, parse_time, stamp, to_status
 from tritonops.diagnose import Diagnosis, deployment_available, diagnose
@@ -25,6 +26,7 @@ from tritonops.diff import first_difference
 from tritonops.history import Event, canary_events, condition_events, history_limit
 from tritonops.history import history as history_after
 from tritonops.ownership import conflict_message, controlled_by
+from tritonops.retrain_plan import DriftReading, JobView, merge_status, plan_retraining, serving_md
 from tritonops.revisions import frozen, resolve
 from tritonops.rollout_plan import CanaryPlan, aborted_entry, canary_conditions, plan_canary, route_ref
 from tritonops.status import reasons as r
@@ -48,6 +50,8 @@ class Observed:
     analysis: Window | None = None  # a canary analysis window measured this cycle
     route: dict[str, Any] | None = None  # the HTTPRoute a routed canary weights (None: absent or not routed)
     gpu_room: int | None = None  # replicas the free GPUs take now (read only while the autoscaler grows)
+    jobs: dict[str, JobView] = field(default_factory=dict)  # our retraining Jobs, by name
+    drift: DriftReading | None = None  # the drift monitors, when read this cycle
 
 
 @dataclass
@@ -62,6 +66,7 @@ class Plan:
     events: list[Event]
     requeue_after: float | None
     route: dict[str, Any] | None = None  # HTTPRoute weights to apply (field manager TRAFFIC_FIELD_MANAGER)
+    jobs: list[dict[str, Any]] = field(default_factory=list)  # retraining Jobs to create
 
 
 
@@ -135,7 +140,8 @@ def _desired(md: dict[str, Any], owner: Owner, revs: _Revisions, opts: BuildOpti
              canary: CanaryPlan | None, rolled: tuple[int | None, int] | None,
              scaler_blocked: str) -> list[dict[str, Any]]:
     target = revs.target
-    objs = [build_service(owner), *revision_services(md, owner, [revs.stable, target] if target else []),
+    objs = [build_service(owner, drift_enabled(md["spec"])),
+            *revision_services(md, owner, [revs.stable, target] if target else []),
             *autoscaling_plan.desired(md, owner, opts.prometheus_url, scaler_blocked)]
     if target:
         spec = md["spec"]
@@ -187,9 +193,10 @@ def _deletions(observed: Observed, revs: _Revisions, routed: bool, retiring: boo
 def plan(md: dict[str, Any], observed: Observed, now: datetime, opts: BuildOptions) -> Plan:
     """One reconcile decision for ``md``."""
     requested = autoscaling_plan.total(md["spec"])
-    md = autoscaling_plan.serving_spec(md, observed.gpu_room)  # growth bounded by the free GPUs
+    owner = Owner(md["metadata"]["name"], md["metadata"]["namespace"], md["metadata"]["uid"])
+    retrain = plan_retraining(md, owner, observed.jobs, observed.drift, now)
+    md = autoscaling_plan.serving_spec(serving_md(md), observed.gpu_room)  # a retrained model; bounded growth
     meta, spec = md["metadata"], md["spec"]
-    owner = Owner(meta["name"], meta["namespace"], meta["uid"])
     problems = problems_of(spec, bool(opts.prometheus_url))
     target, image = (None, opts.runtime_image) if problems else resolve(
         meta["name"], spec, opts.runtime_image, observed.deployments, (md.get("status") or {}).get("stableRevision"))
@@ -214,8 +221,10 @@ def plan(md: dict[str, Any], observed: Observed, now: datetime, opts: BuildOptio
     conflict = Diagnosis(r.RESOURCE_CONFLICT, conflict_message(taken, meta["namespace"])) if taken else \
         Diagnosis(r.AUTOSCALER_UNAVAILABLE, scaler_blocked) if scaler_blocked else None
     new_status, events, requeue = _status(md, observed, revs, problems, now, canary, blocked, conflict)
+    new_status = merge_status(new_status, retrain, history_limit(spec))
     delay = retire_delay(md, revs.stable, now, revs.promoted)
-    waits = [t for t in (requeue, delay or None, autoscaling_plan.mark_bounded(new_status, requested)) if t]
+    waits = [t for t in (requeue, delay or None, autoscaling_plan.mark_bounded(new_status, requested),
+                         retrain.requeue) if t]
     requeue = min(waits) if waits else None
     route = desired_route(md, observed.route, revs.stable or target or "", canary.progress.canary if canary else None,
                           canary.route_weight if canary else 0, blocked) if target else None
@@ -225,8 +234,9 @@ def plan(md: dict[str, Any], observed: Observed, now: datetime, opts: BuildOptio
                              meta["namespace"]) + _held_replicas(observed, held),
                 delete=_deletions(observed, revs, bool(route_ref(spec)), delay > 0, owner.uid) + [
                     d for d in autoscaling_plan.stale(observed.autoscalers, desired)
-                    if controlled_by(observed.autoscalers[d[0]], owner.uid)],
-                status=None if new_status == old else new_status, events=events, requeue_after=requeue, route=route)
+                    if controlled_by(observed.autoscalers[d[0]], owner.uid)] + [("Job", j) for j in retrain.delete],
+                status=None if new_status == old else new_status, events=events + retrain.events,
+                requeue_after=requeue, route=route, jobs=[retrain.create] if retrain.create else [])
 
 
 def _scale(observed: Observed, revs: _Revisions, keep: int | None, namespace: str) -> list[dict[str, Any]]:

@@ -47,9 +47,10 @@ def _canary_problems(spec: dict[str, Any], prometheus: bool) -> list[str]:
         problems.append("spec.rollout.canary.analysis: the operator has no Prometheus to query: set "
                         "spec.rollout.canary.analysis.prometheus.address, or install the operator with the "
                         "chart value analysis.prometheus.url")
-    if any(m.get("name") == "PredictionDriftPSI" and not m.get("query") for m in analysis.get("metrics", [])):
-        problems.append("spec.rollout.canary.analysis.metrics: PredictionDriftPSI needs the drift monitor, which "
-                        "does not exist yet: remove it, or give it a query")
+    if any(m.get("name") == "PredictionDriftPSI" and not m.get("query") for m in analysis.get("metrics", [])) \
+            and not (spec.get("drift") or {}).get("enabled"):
+        problems.append("spec.rollout.canary.analysis.metrics: PredictionDriftPSI is measured by the drift "
+                        "monitor: set spec.drift.enabled (with spec.drift.reference), or remove it")
     return problems
 
 

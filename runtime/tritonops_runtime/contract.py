@@ -91,3 +91,27 @@ WRAPPER_FILE: Final = "model.py"
 FETCHED_FILE: Final = "FETCHED.json"
 # Archive suffixes the fetcher unpacks (anything else is a single model file or a directory).
 ARCHIVE_SUFFIXES: Final = (".tar.gz", ".tgz", ".zip")
+
+# --- Drift monitor (the drift-monitor sidecar; spec.drift) ----------------------------------------
+# Triton writes sampled tensors (trace level TIMESTAMPS+TENSORS) as <CAPTURE_DIR>/<TRACE_FILE>.<k>; the
+# sidecar reads and deletes them. A local emptyDir: the trace write is on the request's thread.
+CAPTURE_DIR: Final = "/capture"
+TRACE_FILE: Final = "trace.json"
+DRIFT_PORT: Final = 8010  # the sidecar: GET /metrics, POST /v1/feedback, GET /v1/status, GET /healthz
+FEEDBACK_PATH: Final = "/v1/feedback"
+DRIFT_STATUS_PATH: Final = "/v1/status"
+DRIFT_HEALTH_PATH: Final = "/healthz"
+# The sidecar's state (consecutive drifted windows), kept across restarts of the container.
+DRIFT_STATE_FILE: Final = "/capture/monitor-state.json"
+
+# --- Retraining Job (spec.retraining) ---------------------------------------------------------------
+# The operator passes these to the retraining container; the result is its termination message (JSON).
+ENV_RETRAIN_MODEL_URI: Final = "TRITONOPS_MODEL_URI"
+ENV_RETRAIN_DATA_URI: Final = "TRITONOPS_DATA_URI"
+ENV_RETRAIN_OUTPUT_URI: Final = "TRITONOPS_OUTPUT_URI"
+ENV_RETRAIN_TRIGGER: Final = "TRITONOPS_RETRAIN_TRIGGER"
+ENV_RETRAIN_MODEL_DIGEST: Final = "TRITONOPS_MODEL_DIGEST"
+RETRAIN_CONTAINER: Final = "retrain"
+# Exit statuses of tritonops-retrain: a rejection by the evaluation gate is final (the Job's
+# podFailurePolicy fails the Job at once instead of retrying); any other non-zero status is retried.
+RETRAIN_EXIT_REJECTED: Final = 3

@@ -29,8 +29,17 @@ def test_checks_select_the_canary_revision_and_fill_custom_placeholders() -> Non
 
 
 def test_an_unknown_builtin_names_the_fix() -> None:
-    with pytest.raises(ValueError, match="ErrorRate, LatencyP99Ms or QueueTimeP99Ms"):
+    with pytest.raises(ValueError, match="ErrorRate, LatencyP99Ms, QueueTimeP99Ms or PredictionDriftPSI"):
         a.builtin_query("Throughput", "ml", "clf-b", 30)
+
+
+def test_prediction_drift_is_the_monitors_worst_pod_and_inconclusive_before_its_first_window() -> None:
+    query = a.builtin_query("PredictionDriftPSI", "ml", "clf-b", 30)
+    assert query == 'max(tritonops_prediction_drift_psi{namespace="ml",revision="clf-b"})'
+    check = a.Check("PredictionDriftPSI", query, max=0.2)
+    assert a.judge([check], {"PredictionDriftPSI": None}, 500, 20).result == a.INCONCLUSIVE
+    assert a.judge([check], {"PredictionDriftPSI": 0.5}, 500, 20).result == a.FAILED
+    assert a.judge([check], {"PredictionDriftPSI": 0.05}, 500, 20).result == a.PASSED
 
 
 @pytest.mark.parametrize(("values", "requests", "result", "failed"), [

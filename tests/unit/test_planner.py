@@ -10,6 +10,7 @@ from tests.factories import as_observed, model_deployment, ready_deployment, wit
 from tritonops.builders.deployment import BuildOptions
 from tritonops.builders.meta import revision_of
 from tritonops.planner import Observed, Plan, plan
+from tritonops.retrain_plan import JobView
 from tritonops.status.conditions import find
 
 NOW = datetime(2026, 11, 23, 12, 0, 0, tzinfo=UTC)
@@ -40,9 +41,14 @@ def _store(observed: Observed, p: Plan, ready: bool = True) -> None:
         dep = observed.deployments[obj["metadata"]["name"]]
         observed.deployments[dep["metadata"]["name"]] = ready_deployment(
             {**dep, "spec": {**dep["spec"], "replicas": obj["spec"]["replicas"]}})
+    for job in p.jobs:  # a retraining Job starts running
+        observed.jobs[job["metadata"]["name"]] = JobView(job["metadata"]["name"], "Running")
     for kind, name in p.delete:
         if kind in ("HorizontalPodAutoscaler", "ScaledObject"):
             observed.autoscalers.pop(kind)
+            continue
+        if kind == "Job":
+            observed.jobs.pop(name)
             continue
         {"Deployment": observed.deployments, "ConfigMap": observed.config_maps,
          "Service": observed.services}[kind].pop(name)

@@ -42,6 +42,12 @@ No wildcards, and no access to Secrets: the fetcher pods read model-store creden
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["list", "watch"]
+# Retraining Jobs (spec.retraining): watched (a finished Job triggers the next cycle), listed by label, read
+# by name before creation (never adopt), created one at a time, deleted beyond the history limits; their
+# pods are read through the pods rule above (the result is the container's termination message).
+- apiGroups: ["batch"]
+  resources: ["jobs"]
+  verbs: ["get", "list", "watch", "create", "delete"]
 # Events on ModelDeployments, posted by the controller (rollout steps, invalid specs) and by kopf
 # (handler failures).
 - apiGroups: [""]

@@ -22,12 +22,8 @@ from tritonops.api import (
     VERSION,
 )
 from tritonops.api.openapi import Schema, array, integer, obj, quantity_map, rule, string, string_map
-from tritonops.api.schema_lifecycle import (
-    autoscaling_schema,
-    drift_schema,
-    retraining_schema,
-    rollout_schema,
-)
+from tritonops.api.schema_drift import drift_schema, retraining_schema
+from tritonops.api.schema_lifecycle import autoscaling_schema, rollout_schema
 from tritonops.api.schema_model import model_schema, runtime_schema, toleration_schema
 from tritonops.api.schema_status import status_schema
 

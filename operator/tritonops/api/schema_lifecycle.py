@@ -1,13 +1,9 @@
-"""Schema of the lifecycle blocks: ``rollout``, ``autoscaling``, ``drift`` and ``retraining``.
-
-They are part of the API from the start so that it is coherent; the rollout, autoscaling, drift and
-retraining controllers implement them.
-"""
+"""Schema of the lifecycle blocks ``rollout`` and ``autoscaling`` (``drift`` and ``retraining``:
+:mod:`tritonops.api.schema_drift`)."""
 
 from __future__ import annotations
 
-from tritonops.api.openapi import Schema, array, boolean, integer, number, obj, quantity_map, rule, string
-from tritonops.api.schema_model import NO_CREDENTIALS_MESSAGE, NO_CREDENTIALS_RULE, STORAGE_URI_RULE
+from tritonops.api.openapi import Schema, array, boolean, integer, number, obj, rule, string
 
 ANALYSIS_METRICS = ("ErrorRate", "LatencyP99Ms", "QueueTimeP99Ms", "PredictionDriftPSI")
 AUTOSCALING_METRICS = ("QueueTime", "InferenceRate", "PendingRequests", "GPUUtilization", "CPU", "Memory",
@@ -48,8 +44,8 @@ def _prometheus() -> Schema:
 def _analysis() -> Schema:
     metric = obj(
         {
-            "name": string(f"A built-in metric ({', '.join(ANALYSIS_METRICS)}; PredictionDriftPSI is refused "
-                           "until the drift monitor exists) or, with query, any name.", max_length=63, min_length=1),
+            "name": string(f"A built-in metric ({', '.join(ANALYSIS_METRICS)}: PredictionDriftPSI needs "
+                           "spec.drift.enabled) or, with query, any name.", max_length=63, min_length=1),
             "query": string("PromQL returning one number for the canary; {{namespace}} and {{revision}} are "
                             "replaced by the canary's.", max_length=4096),
             "thresholdRange": obj(
@@ -206,61 +202,4 @@ def autoscaling_schema() -> Schema:
                     "spec.autoscaling.metrics: type Prometheus needs engine KEDA (an HPA would need a "
                     "prometheus-adapter rule for each query): use engine KEDA or a preset",
                     field_path=".metrics")),
-    )
-
-
-def drift_schema() -> Schema:
-    """``spec.drift``."""
-    return obj(
-        {
-            "enabled": boolean(default=False),
-            "method": string(max_length=8, enum=("psi", "ks"), default="psi"),
-            "threshold": number(minimum=0, maximum=100, default=0.2),
-            "windowSize": integer(minimum=100, maximum=1000000, default=5000),
-            "intervalSeconds": integer(minimum=10, maximum=86400, default=300),
-            "consecutiveWindows": integer("Windows over threshold before drift is declared.",
-                                          minimum=1, maximum=100, default=3),
-            "reference": obj({"storageUri": string("Reference data profile.", max_length=2048)},
-                             required=("storageUri",),
-                             rules=(rule(STORAGE_URI_RULE.replace("self.", "self.storageUri."),
-                                         "spec.drift.reference.storageUri must be an s3://, gs://, "
-                                         "http(s)://, pvc:// or file:/// URI", field_path=".storageUri"),
-                                    rule(NO_CREDENTIALS_RULE.replace("self.", "self.storageUri."),
-                                         f"spec.drift.reference.storageUri {NO_CREDENTIALS_MESSAGE}",
-                                         field_path=".storageUri"))),
-        },
-        "Watch the live inputs for data drift.",
-        rules=(rule("!has(self.enabled) || !self.enabled || has(self.reference)",
-                    "spec.drift.enabled needs spec.drift.reference.storageUri", field_path=".reference"),),
-    )
-
-
-def retraining_schema() -> Schema:
-    """``spec.retraining``."""
-    return obj(
-        {
-            "enabled": boolean(default=False),
-            "trigger": obj({
-                "onDrift": boolean(default=True),
-                "cooldownSeconds": integer(minimum=0, maximum=2592000, default=86400),
-            }, default={}),
-            "image": string(max_length=512),
-            "command": array(string(max_length=1024), max_items=32),
-            "args": array(string(max_length=4096), max_items=64),
-            "resources": obj({"requests": quantity_map(), "limits": quantity_map()}),
-            "backoffLimit": integer(minimum=0, maximum=10, default=1),
-            "activeDeadlineSeconds": integer(minimum=60, maximum=604800, default=3600, fmt="int64"),
-            "outputStorageUri": string("Where the retraining Job writes the new model.", max_length=2048),
-            "promotion": obj({"mode": string(max_length=8, enum=("Canary", "Manual"), default="Canary")},
-                             default={}),
-            "successfulJobsHistoryLimit": integer(minimum=0, maximum=100, default=3),
-            "failedJobsHistoryLimit": integer(minimum=0, maximum=100, default=3),
-        },
-        "Retrain the model in a Job when drift is detected, then roll the result out.",
-        rules=(rule("!has(self.enabled) || !self.enabled || has(self.outputStorageUri)",
-                    "spec.retraining.enabled needs spec.retraining.outputStorageUri",
-                    field_path=".outputStorageUri"),
-               rule("!has(self.outputStorageUri) || (" + NO_CREDENTIALS_RULE.replace("self.", "self.outputStorageUri.")
-                    + ")", f"spec.retraining.outputStorageUri {NO_CREDENTIALS_MESSAGE}",
-                    field_path=".outputStorageUri")),
     )

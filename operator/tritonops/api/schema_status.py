@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tritonops.api.openapi import Schema, array, integer, number, obj, opaque, string
+from tritonops.api.openapi import Schema, array, boolean, integer, number, obj, opaque, string
 
 
 def condition_schema() -> Schema:
@@ -67,6 +67,50 @@ def _replica_split() -> Schema:
                "or with autoscaling).")
 
 
+def _drift() -> Schema:
+    quality = obj({"metric": string(max_length=16), "value": number(), "minimum": number(),
+                   "pairs": integer("Labelled predictions in the window.", minimum=0),
+                   "belowMinimum": boolean()})
+    return obj({
+        "method": string(max_length=8),
+        "score": number("The last window's aggregate score (the highest over features and pods)."),
+        "threshold": number(),
+        "detected": boolean("Drift declared: consecutiveWindows windows in a row drifted (on any pod)."),
+        "driftedFeatures": array(string(max_length=128), max_items=32),
+        "predictionPSI": number("PSI of the predictions against the reference's."),
+        "windows": integer("Windows evaluated since the pods started (all pods).", minimum=0, fmt="int64"),
+        "quality": quality,
+        "lastCheckTime": string(max_length=64),
+        "message": string(max_length=1024),
+    }, "The drift monitor's last word, read from its metrics in Prometheus.")
+
+
+def _retraining() -> Schema:
+    candidate = obj({
+        "job": string(max_length=253),
+        "storageUri": string("Commit these three to spec.model to make the candidate permanent in Git.",
+                             max_length=2048),
+        "version": integer(minimum=1, fmt="int64"),
+        "digest": string(max_length=71),
+        "decision": string("Accepted or Rejected by the Job's evaluation gate.", max_length=16),
+        "metrics": opaque("The gate's numbers: candidate and current model on the holdout."),
+        "promotion": string("Pending (Manual, awaiting approve), RollingOut, Promoted, RolledBack or Superseded "
+                            "(spec.model changed).", max_length=16),
+        "basedOn": string("The spec.model the candidate was trained from (storageUri@version).", max_length=2100),
+        "message": string(max_length=1024),
+    })
+    return obj({
+        "phase": string("Idle, Running, Succeeded, Failed or Rejected (the last Job's outcome).", max_length=16),
+        "activeJob": string(max_length=253),
+        "trigger": string("What started the last Job: Drift, QualityDrop or Manual.", max_length=16),
+        "lastTriggerTime": string(max_length=64),
+        "lastFinishTime": string(max_length=64),
+        "jobs": integer("Retraining Jobs started so far (names end with this number).", minimum=0, fmt="int64"),
+        "message": string(max_length=1024),
+        "candidate": candidate,
+    })
+
+
 def status_schema() -> Schema:
     """``status``."""
     return obj(
@@ -99,16 +143,8 @@ def status_schema() -> Schema:
                 "decidedAt": string("Canary: when it was promoted or aborted.", max_length=64),
                 "analysis": _analysis_record(),
             }),
-            "drift": obj({
-                "score": number(),
-                "detected": {"type": "boolean"},
-                "lastCheckTime": string(max_length=64),
-            }),
-            "retraining": obj({
-                "activeJob": string(max_length=253),
-                "lastTriggerTime": string(max_length=64),
-                "phase": string(max_length=32),
-            }),
+            "drift": _drift(),
+            "retraining": _retraining(),
             "history": array(_history_entry(), max_items=100),
             "kopf": opaque("Bookkeeping of the operator framework."),
         },

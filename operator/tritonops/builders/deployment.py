@@ -20,6 +20,7 @@ from tritonops.builders.meta import (
     selector_labels,
     stamp_hash,
 )
+from tritonops.builders.monitor import capture_mount, capture_volumes, drift_enabled, monitor_container, trace_args
 from tritonops.diff import parse_quantity
 from tritonops_runtime import contract as c
 
@@ -160,10 +161,13 @@ def _triton_container(spec: dict[str, Any]) -> dict[str, Any]:
              {"name": "metrics", "containerPort": c.METRICS_PORT, "protocol": "TCP"}]
     mounts = [{"name": "models", "mountPath": c.MODEL_REPOSITORY, "readOnly": True},
               {"name": "shm", "mountPath": "/dev/shm"}, {"name": "scratch", "mountPath": c.SCRATCH_DIR}]
+    args = triton_args(runtime)
+    if drift_enabled(spec):
+        args, mounts = [*args, *trace_args(spec["drift"])], [*mounts, capture_mount()]
     return {
         "name": "triton", "image": runtime.get("image", ""),
         "imagePullPolicy": runtime.get("imagePullPolicy", "IfNotPresent"),
-        "command": ["tritonserver"], "args": triton_args(runtime), "ports": ports,
+        "command": ["tritonserver"], "args": args, "ports": ports,
         **_probes(runtime), "lifecycle": {"preStop": {"sleep": {"seconds": DRAIN_SECONDS}}},
         "resources": _serving_resources(spec), "volumeMounts": mounts,
         "securityContext": _restricted(), "terminationMessagePolicy": "FallbackToLogsOnError",
@@ -188,6 +192,8 @@ def _volumes(spec: dict[str, Any], revision: str) -> list[dict[str, Any]]:
     claim = pvc_claim(spec["model"]["storageUri"])
     if claim:
         volumes.append({"name": "model-pvc", "persistentVolumeClaim": {"claimName": claim, "readOnly": True}})
+    if drift_enabled(spec):
+        volumes += capture_volumes()
     return volumes
 
 
@@ -213,7 +219,8 @@ def build_pod_spec(spec: dict[str, Any], revision: str, opts: BuildOptions) -> d
         "securityContext": {"runAsNonRoot": True, "runAsUser": UID, "runAsGroup": UID, "fsGroup": UID,
                             "seccompProfile": {"type": "RuntimeDefault"}},
         "initContainers": [_fetch_container(spec, opts)],
-        "containers": [_triton_container(spec)],
+        "containers": [_triton_container(spec)] + ([monitor_container(
+            spec, opts.runtime_image, opts.runtime_pull_policy, _restricted())] if drift_enabled(spec) else []),
         "volumes": _volumes(spec, revision),
         "terminationGracePeriodSeconds": DRAIN_SECONDS + exit_timeout + 5,
         **_placement(spec),

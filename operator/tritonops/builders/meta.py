@@ -70,6 +70,8 @@ def revision_of(name: str, spec: dict[str, Any], runtime_image: str) -> str:
     basis = {k: spec[k] for k in REVISION_FIELDS if k in spec}
     if "resources" in basis:
         basis["resources"] = _canonical_quantities(basis["resources"])
+    if (spec.get("drift") or {}).get("enabled"):  # the sidecar is part of the pod; disabled hashes as before
+        basis["drift"] = spec["drift"]
     basis["fetcherImage"] = runtime_image
     return f"{name}-{canonical_hash(basis)}"
 

@@ -17,7 +17,7 @@ from tritonops.builders.meta import (
     selector_labels,
     stamp_hash,
 )
-from tritonops_runtime.contract import GRPC_PORT, HTTP_PORT, METRICS_PORT
+from tritonops_runtime.contract import DRIFT_PORT, GRPC_PORT, HTTP_PORT, METRICS_PORT
 
 
 def service_name(md_name: str) -> str:
@@ -25,14 +25,18 @@ def service_name(md_name: str) -> str:
     return md_name
 
 
-def build_service(owner: Owner) -> dict[str, Any]:
-    """A ClusterIP Service selecting the serving pods of every revision."""
+def build_service(owner: Owner, feedback: bool = False) -> dict[str, Any]:
+    """A ClusterIP Service selecting the serving pods of every revision; with ``feedback`` (drift monitor
+    on) also the sidecar's port, where clients POST labels to ``/v1/feedback``."""
     ports = [
         {"name": "http", "port": HTTP_PORT, "targetPort": "http", "protocol": "TCP", "appProtocol": "http"},
         {"name": "grpc", "port": GRPC_PORT, "targetPort": "grpc", "protocol": "TCP", "appProtocol": "grpc"},
         {"name": "metrics", "port": METRICS_PORT, "targetPort": "metrics", "protocol": "TCP",
          "appProtocol": "http"},
     ]
+    if feedback:
+        ports.append({"name": "drift", "port": DRIFT_PORT, "targetPort": "drift", "protocol": "TCP",
+                      "appProtocol": "http"})
     return stamp_hash({
         "apiVersion": "v1",
         "kind": "Service",

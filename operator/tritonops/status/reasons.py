@@ -46,6 +46,16 @@ SYSTEM_NAMESPACE: Final = "SystemNamespace"  # InvalidSpec/Ready: in kube-system
 EVENT_REVISION_PROMOTED: Final = "RevisionPromoted"
 EVENT_CANARY_STEP: Final = "CanaryStep"  # a canary completed a step (the message has weight and step)
 EVENT_ANALYSIS_FAILED: Final = "AnalysisFailed"  # a canary analysis window failed (the message has the numbers)
+EVENT_DRIFT_DETECTED: Final = "DriftDetected"  # the drift monitors declared drift (score, features)
+EVENT_DRIFT_CLEARED: Final = "DriftCleared"  # no monitor declares drift any more
+EVENT_QUALITY_DROPPED: Final = "QualityDropped"  # spec.drift.quality fell below its minimum
+EVENT_RETRAINING_STARTED: Final = "RetrainingStarted"  # a retraining Job was created (the trigger)
+EVENT_CANDIDATE_ACCEPTED: Final = "CandidateAccepted"  # the Job's gate accepted a new version
+EVENT_CANDIDATE_REJECTED: Final = "CandidateRejected"  # the Job's gate rejected it (the reasons)
+EVENT_RETRAINING_FAILED: Final = "RetrainingFailed"  # the Job failed (the reason)
+EVENT_CANDIDATE_ROLLOUT: Final = "CandidateRollout"  # an accepted candidate is being rolled out
+EVENT_CANDIDATE_PROMOTED: Final = "CandidatePromoted"  # the candidate serves (commit it to Git)
+EVENT_CANDIDATE_ROLLED_BACK: Final = "CandidateRolledBack"  # its canary was aborted; the previous model serves
 
 # --- phases (display only; derived from conditions) -------------------------------------------
 PHASE_PENDING: Final = "Pending"
