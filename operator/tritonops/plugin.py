@@ -5,24 +5,30 @@
     kubectl tritonops promote NAME --full   skip every remaining step
     kubectl tritonops abort NAME        all traffic back to stable, the canary scaled to zero
     kubectl tritonops pause|resume NAME hold the canary where it is / let it go on
-    kubectl tritonops history NAME      promoted and aborted revisions
+    kubectl tritonops history NAME      promoted and aborted revisions, drift and retraining events
+    kubectl tritonops retrain NAME      start a retraining Job now (spec.retraining; the cooldown does not apply)
+    kubectl tritonops approve NAME      roll the accepted retrained candidate out (promotion.mode Manual)
 
 Every request is an annotation that names the canary revision (``tritonops.io/promote``,
 ``tritonops.io/promote-step: <revision>/<step>``, ``tritonops.io/abort``, ``tritonops.io/pause``; resume
 removes the pause), the same ones the Argo CD actions write: a request acts on that canary (and that step)
 only, and an annotation nobody declared in Git is no GitOps drift. ``spec.rollout.paused`` is the
-declarative pause: set it in Git.
+declarative pause: set it in Git. ``retrain`` sets ``tritonops.io/retrain`` to the request time (each value is
+one request) and ``approve`` sets ``tritonops.io/approve`` to the candidate's Job.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from datetime import UTC, datetime
 from typing import Any
 
 import kubernetes
 
 from tritonops.api import GROUP, PLURAL, VERSION
+from tritonops.canary import stamp
+from tritonops.retrain_plan import APPROVE_ANNOTATION, RETRAIN_ANNOTATION
 from tritonops.rollout_plan import ABORT_ANNOTATION, PAUSE_ANNOTATION, PROMOTE_ANNOTATION, PROMOTE_STEP_ANNOTATION
 
 
@@ -57,6 +63,7 @@ def render_status(md: dict[str, Any]) -> str:
         lines.append(f"  weight:  {status.get('canaryWeight', 0)}%   decision: {rollout['decision']}"
                      + (f" ({rollout['message']})" if rollout.get("message") else ""))
         lines += ["steps:", *_steps(md)]
+    lines += _drift_lines(status)
     lines.append("conditions:")
     for c in status.get("conditions", []):
         detail = f": {c['message']}" if c["message"] else ""
@@ -64,11 +71,34 @@ def render_status(md: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _drift_lines(status: dict[str, Any]) -> list[str]:
+    lines = []
+    drift, retraining = status.get("drift") or {}, status.get("retraining") or {}
+    if drift:
+        quality = drift.get("quality") or {}
+        lines.append(f"  drift:   {'DETECTED' if drift.get('detected') else 'none'} ({drift.get('method')} score "
+                     f"{drift.get('score', '-')}, threshold {drift.get('threshold')}, predictions PSI "
+                     f"{drift.get('predictionPSI', '-')}, {drift.get('windows', 0)} windows, checked "
+                     f"{drift.get('lastCheckTime', '-')})" + (f" {drift['message']}" if drift.get("message") else ""))
+        if quality:
+            lines.append(f"  quality: {quality['metric']} {quality['value']} (minimum {quality['minimum']}, "
+                         f"{quality['pairs']} labels){' BELOW MINIMUM' if quality.get('belowMinimum') else ''}")
+    if retraining:
+        lines.append(f"  retrain: {retraining.get('phase')} ({retraining.get('jobs', 0)} jobs)"
+                     + (f": {retraining['message']}" if retraining.get("message") else ""))
+        candidate = retraining.get("candidate")
+        if candidate:
+            lines.append(f"  candidate: {candidate['storageUri']} version {candidate['version']} digest "
+                         f"{candidate.get('digest', '-')}: {candidate.get('promotion')}")
+    return lines
+
+
 def render_history(md: dict[str, Any]) -> str:
-    rows = ["REVISION            OUTCOME      MODEL VERSION  WHEN"]
+    rows = ["REVISION / JOB      OUTCOME              MODEL VERSION  WHEN"]
     for h in (md.get("status") or {}).get("history", []):
-        when = h.get("retiredAt") or h.get("promotedAt", "")
-        rows.append(f"{h.get('revision', ''):<19} {h.get('outcome', ''):<12} {h.get('modelVersion', ''):<14} {when}")
+        when = h.get("retiredAt") or h.get("promotedAt") or h.get("at", "")
+        what = h.get("revision") or h.get("job", "")
+        rows.append(f"{what:<19} {h.get('outcome', ''):<20} {h.get('modelVersion', ''):<14} {when}")
     return "\n".join(rows)
 
 
@@ -79,10 +109,19 @@ def _canary(md: dict[str, Any]) -> str:
     return str(canary)
 
 
-def request(md: dict[str, Any], action: str, full: bool = False) -> dict[str, Any]:
+def request(md: dict[str, Any], action: str, full: bool = False, now: datetime | None = None) -> dict[str, Any]:
     """The merge patch that asks the operator for ``action`` on ``md``'s current canary."""
     if action == "resume":
         return {"metadata": {"annotations": {PAUSE_ANNOTATION: None}}}
+    if action == "retrain":
+        if not (md["spec"].get("retraining") or {}).get("enabled"):
+            raise SystemExit(f"{md['metadata']['name']}: retraining is not enabled (spec.retraining.enabled)")
+        return {"metadata": {"annotations": {RETRAIN_ANNOTATION: stamp(now or datetime.now(UTC))}}}
+    if action == "approve":
+        candidate = ((md.get("status") or {}).get("retraining") or {}).get("candidate") or {}
+        if candidate.get("promotion") != "Pending":
+            raise SystemExit(f"{md['metadata']['name']}: no retrained candidate waits for approval")
+        return {"metadata": {"annotations": {APPROVE_ANNOTATION: candidate["job"]}}}
     canary = _canary(md)
     if action == "pause":
         return {"metadata": {"annotations": {PAUSE_ANNOTATION: canary}}}
@@ -97,7 +136,8 @@ def request(md: dict[str, Any], action: str, full: bool = False) -> dict[str, An
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="kubectl tritonops", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("action", choices=("status", "promote", "abort", "pause", "resume", "history"))
+    p.add_argument("action", choices=("status", "promote", "abort", "pause", "resume", "history", "retrain",
+                                       "approve"))
     p.add_argument("name", help="the ModelDeployment")
     p.add_argument("-n", "--namespace", help="default: the kubeconfig context's namespace")
     p.add_argument("--kubeconfig", help="default: $KUBECONFIG or ~/.kube/config")

@@ -2,16 +2,21 @@
 own metrics, read through real Prometheus and prometheus-adapter (built from its Go module) serving the
 custom metrics API, with the real Triton pods on the real node under a bounded load.
 
-The HPA is the operator's (preset ``InferenceRate``), targets the ModelDeployment's ``/scale`` and reads
-``tritonops_inference_rate`` from the adapter rules the chart renders (:mod:`tritonops.api.adapter`).
+The HPA is the operator's (one test per Prometheus preset: ``InferenceRate``, ``QueueTime``,
+``PendingRequests``), targets the ModelDeployment's ``/scale`` and reads the preset's metric from the
+adapter rules the chart renders (:mod:`tritonops.api.adapter`). Each prints the time from the load step to
+the HPA's decision and to new Ready replicas (quoted in the README).
 Debian's Prometheus has no Kubernetes discovery, so the test lists the pods for it (``PodTargets``) with
 the labels the chart's PodMonitor gives them.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +24,7 @@ import pytest
 
 from tests.autoscaling_support import metrics_apis
 from tests.e2e.conftest import ModelStore, local_md
-from tests.e2e.test_canary_analysis import Traffic
+from tests.e2e.test_canary_analysis import Traffic, _slow_onnx
 from tests.e2e.test_real_node import _answers, samples, service_ip
 from tests.integration.rbac import operator_kubeconfig
 from tests.integration.support import Api, OperatorProcess, converged, wait_until
@@ -30,11 +35,45 @@ from tritonops.devcluster.session import ClusterHandle
 from tritonops_runtime import contract as c
 
 pytestmark = [pytest.mark.e2e, pytest.mark.cluster, pytest.mark.slow]
-RATE, TARGET = 16.0, 4  # requests/s offered; inferences/s per replica the HPA aims for -> 3 replicas (max)
-SCALING = {"minReplicas": 1, "maxReplicas": 3, "metrics": [{"type": "InferenceRate", "target": TARGET}],
-           "behavior": {"scaleUp": {"stabilizationWindowSeconds": 0,
-                                    "policies": [{"type": "Pods", "value": 2, "periodSeconds": 15}]}},
-           "scaleDownStabilizationSeconds": 20}
+BUSY_KEY = "busy/model.onnx"
+
+
+@dataclass(frozen=True)
+class Case:
+    """One preset under a load that needs ``maximum`` replicas; ``streams`` clients, each at most ``rate``
+    requests/s and one request at a time (so concurrency, and with it queueing, is bounded by ``streams``)."""
+
+    target: float
+    maximum: int
+    streams: int
+    rate: float
+    busy: bool  # the busy model (about 40 ms of CPU per request) rather than the example (about 1 ms)
+
+
+CASES = {
+    # 16 requests/s offered, 4 inferences/s per replica aimed at: 3 replicas (the maximum).
+    "InferenceRate": Case(target=4, maximum=3, streams=1, rate=16.0, busy=False),
+    # 3 concurrent clients on a one-instance model: requests queue behind each other (tens of ms); 20 ms aimed at.
+    "QueueTime": Case(target=20000, maximum=2, streams=3, rate=20.0, busy=True),
+    # the same load: about 2 requests wait at any time; 1 per replica aimed at.
+    "PendingRequests": Case(target=1, maximum=2, streams=3, rate=20.0, busy=True),
+}
+
+
+def scaling(preset: str, case: Case) -> dict[str, Any]:
+    return {"minReplicas": 1, "maxReplicas": case.maximum, "metrics": [{"type": preset, "target": case.target}],
+            "behavior": {"scaleUp": {"stabilizationWindowSeconds": 0,
+                                     "policies": [{"type": "Pods", "value": 2, "periodSeconds": 15}]}},
+            "scaleDownStabilizationSeconds": 20}
+
+
+@pytest.fixture
+def busy_model(model_store: ModelStore, tmp_path: Path) -> str:
+    """A correct model that takes about 40 ms of CPU per request (so that requests queue); its digest."""
+    model = tmp_path / "busy.onnx"
+    _slow_onnx(model, matmuls=24)
+    model_store.s3.put("models", BUSY_KEY, model)
+    return "sha256:" + hashlib.sha256(model.read_bytes()).hexdigest()
 
 
 # The adapter serves external.metrics.k8s.io only with an external rule; the helpers register both APIs.
@@ -70,13 +109,17 @@ def _sizes(api: Api, namespace: str) -> tuple[int, int]:
     return int(md.get("spec", {}).get("replicas", 0)), available
 
 
+@pytest.mark.parametrize("preset", list(CASES))
 def test_the_hpa_scales_the_model_up_under_load_and_down_after(
-        api: Api, namespace: str, model_store: ModelStore, store_secret: str,
+        preset: str, api: Api, namespace: str, model_store: ModelStore, store_secret: str, busy_model: str,
         autoscaling_operator: None) -> None:
-    md = local_md("auto", model_store.uri("classifier/model.onnx"), digest=model_store.digest)
-    md["spec"]["autoscaling"] = SCALING
+    case = CASES[preset]
+    md = local_md("auto", model_store.uri(BUSY_KEY), digest=busy_model) if case.busy else \
+        local_md("auto", model_store.uri("classifier/model.onnx"), digest=model_store.digest)
+    md["spec"]["autoscaling"] = scaling(preset, case)
     api.create_md(namespace, md)
     wait_until("Ready", lambda: converged(api, namespace, "auto"), timeout=300)
+
     def reading() -> Any:
         hpa = api.autoscaling.read_namespaced_horizontal_pod_autoscaler("auto", namespace)
         return hpa if hpa.status.current_metrics else None
@@ -87,19 +130,24 @@ def test_the_hpa_scales_the_model_up_under_load_and_down_after(
     body = f'{{"inputs":[{{"name":"INPUT0","shape":[1,4],"datatype":"FP32","data":{x[0].tolist()}}}]}}'.encode()
     url = f"http://{service_ip(api, namespace, 'auto')}:{c.HTTP_PORT}/v2/models/classifier/infer"
     wait_until("the Service answers", lambda: _answers(url, body), timeout=30)  # kube-proxy follows Ready
-    with Traffic(url, body, rate=RATE) as load:
+    with contextlib.ExitStack() as stack:
+        loads = [stack.enter_context(Traffic(url, body, rate=case.rate)) for _ in range(case.streams)]
         t0 = time.monotonic()
         wait_until("the HPA asks for more replicas", lambda: _sizes(api, namespace)[0] > 1, timeout=180)
         decided = time.monotonic() - t0
         wait_until("a second replica serves", lambda: _sizes(api, namespace)[1] > 1, timeout=240)
         serving = time.monotonic() - t0
-        wait_until("three replicas serve", lambda: _sizes(api, namespace)[1] == 3, timeout=240)
+        wait_until("all replicas serve", lambda: _sizes(api, namespace)[1] == case.maximum, timeout=240)
         full = time.monotonic() - t0
-        assert len(load.answers) > 100
+        answered = sum(len(load.answers) for load in loads)
+        offered = answered / full
     t1 = time.monotonic()
     wait_until("back to one replica", lambda: _sizes(api, namespace) == (1, 1), timeout=300)
     down = time.monotonic() - t1
-    assert not load.errors, load.errors[:5]
-    print(f"InferenceRate target {TARGET}/s per replica under {RATE:.0f} requests/s: HPA scaled up after "
-          f"{decided:.0f} s, a 2nd replica served after {serving:.0f} s, 3 after {full:.0f} s; "
-          f"back to 1 replica {down:.0f} s after the load stopped ({len(load.answers)} requests, no errors)")
+    errors = [e for load in loads for e in load.errors]
+    assert not errors, errors[:5]
+    startup = ((api.md(namespace, "auto") or {}).get("status") or {}).get("startupSeconds")
+    print(f"{preset} target {case.target:g}, {case.streams} client(s) ({offered:.1f} answers/s): "
+          f"HPA scaled up after {decided:.0f} s, a 2nd replica served after {serving:.0f} s, {case.maximum} after "
+          f"{full:.0f} s; back to 1 replica {down:.0f} s after the load stopped ({answered} requests, no errors; "
+          f"measured start of a replica {startup} s)")

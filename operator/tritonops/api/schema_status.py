@@ -28,7 +28,11 @@ def _history_entry() -> Schema:
         "digest": string(max_length=71),
         "promotedAt": string(max_length=64),
         "retiredAt": string(max_length=64),
-        "outcome": string(max_length=32),
+        "outcome": string("Promoted, Superseded, Aborted; for the retraining loop RetrainingStarted, "
+                          "RetrainingSucceeded/Rejected/Failed, CandidateRollingOut/Promoted/RolledBack/...",
+                          max_length=32),
+        "job": string("The retraining Job, for the loop's entries.", max_length=253),
+        "at": string("When a retraining entry happened.", max_length=64),
         "message": string(max_length=1024),
     })
 
@@ -96,7 +100,11 @@ def _retraining() -> Schema:
         "metrics": opaque("The gate's numbers: candidate and current model on the holdout."),
         "promotion": string("Pending (Manual, awaiting approve), RollingOut, Promoted, RolledBack or Superseded "
                             "(spec.model changed).", max_length=16),
-        "basedOn": string("The spec.model the candidate was trained from (storageUri@version).", max_length=2100),
+        "basedOn": string("The model the candidate was trained from (storageUri@version).", max_length=2100),
+        "specModel": string("spec.model when its Job started: the candidate is served only while spec.model "
+                            "is unchanged.", max_length=2100),
+        "format": string(max_length=16),
+        "rolloutSince": string("When its rollout began.", max_length=64),
         "message": string(max_length=1024),
     })
     return obj({
@@ -108,6 +116,13 @@ def _retraining() -> Schema:
         "jobs": integer("Retraining Jobs started so far (names end with this number).", minimum=0, fmt="int64"),
         "message": string(max_length=1024),
         "candidate": candidate,
+        "serving": obj({"storageUri": string(max_length=2048), "version": integer(minimum=1, fmt="int64"),
+                        "digest": string(max_length=71), "format": string(max_length=16),
+                        "specModel": string(max_length=2100), "job": string(max_length=253)},
+                       "The promoted retrained model, served in place of spec.model until spec.model changes."),
+        "basedOn": string(max_length=2100),
+        "specModel": string(max_length=2100),
+        "handledRequest": string("The last tritonops.io/retrain request acted on.", max_length=64),
     })
 
 
