@@ -221,15 +221,22 @@ def _start(md: dict[str, Any], owner: Owner, state: dict[str, Any], trigger: str
     return new
 
 
-def _candidate(state: dict[str, Any], job: JobView, result: dict[str, Any], manual: bool,
+def _artifact(result: dict[str, Any], served_format: str) -> dict[str, str]:
+    """The file of the new version to serve: its ONNX export for a model served as ONNX (when the Job wrote
+    one), else what it names (TorchScript)."""
+    if served_format == "onnx" and result.get("onnxDigest") and result.get("versionUri"):
+        return {"storageUri": f"{str(result['versionUri']).rstrip('/')}/model.onnx",
+                "digest": str(result["onnxDigest"]), "format": "onnx"}
+    return {k: str(result[k]) for k in ("storageUri", "digest", "format") if result.get(k)}
+
+
+def _candidate(md: dict[str, Any], state: dict[str, Any], job: JobView, result: dict[str, Any], manual: bool,
                now: datetime) -> dict[str, Any]:
-    candidate = {"job": job.name, "storageUri": str(result.get("storageUri", "")),
-                 "version": int(result.get("version") or 0), "decision": ACCEPTED,
-                 "metrics": result.get("metrics") or {}, "basedOn": state.get("basedOn", ""),
-                 "specModel": state.get("specModel", ""), "promotion": PENDING if manual else ROLLING_OUT}
-    for key in ("digest", "format"):
-        if result.get(key):
-            candidate[key] = str(result[key])
+    metrics = {k: result[k] for k in ("metric", "current", "candidate", "optimizations") if k in result}
+    candidate = {"job": job.name, "version": int(result.get("version") or 0), "decision": ACCEPTED,
+                 "metrics": metrics, "basedOn": state.get("basedOn", ""), "specModel": state.get("specModel", ""),
+                 "promotion": PENDING if manual else ROLLING_OUT,
+                 **_artifact(result, effective_model(md).get("format", ""))}
     if not manual:
         candidate["rolloutSince"] = stamp(now)
     return candidate
@@ -247,7 +254,7 @@ def _finish(md: dict[str, Any], state: dict[str, Any], job: JobView | None, now:
         new.update(phase=FAILED, message=f"Job {name} disappeared before it finished")
     elif result and result.get("decision") == ACCEPTED and result.get("storageUri") and result.get("version"):
         manual = (md["spec"]["retraining"].get("promotion") or {}).get("mode") == "Manual"
-        new["candidate"] = _candidate(state, job, result, manual, now)
+        new["candidate"] = _candidate(md, state, job, result, manual, now)
         new.update(phase=SUCCEEDED, message=f"Job {name} wrote {result['storageUri']} (version {result['version']}): "
                    + ("approve it with kubectl tritonops approve" if manual else "rolling it out"))
         plan.events.append(Event("Normal", r.EVENT_CANDIDATE_ACCEPTED, new["message"]))
