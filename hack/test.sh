@@ -17,10 +17,11 @@ bash hack/build-s3.sh >/dev/null
 step "build kube-score, the Kubernetes policy linter of tests/chart/test_kube_score.py (cached)"
 TRITONOPS_KUBE_SCORE=$(bash hack/build-kube-score.sh | tail -n 1)
 export TRITONOPS_KUBE_SCORE
-step "build prometheus-adapter (custom/external metrics APIs) and fetch KEDA's CRDs (cached)"
+step "build prometheus-adapter and metrics-server (custom/external and resource metrics APIs), fetch KEDA's CRDs (cached)"
 TRITONOPS_PROMETHEUS_ADAPTER=$(bash hack/build-prometheus-adapter.sh | tail -n 1)
+TRITONOPS_METRICS_SERVER=$(bash hack/build-metrics-server.sh | tail -n 1)
 TRITONOPS_KEDA_CRDS=$(bash hack/fetch-keda-crds.sh | tail -n 1)
-export TRITONOPS_PROMETHEUS_ADAPTER TRITONOPS_KEDA_CRDS
+export TRITONOPS_PROMETHEUS_ADAPTER TRITONOPS_METRICS_SERVER TRITONOPS_KEDA_CRDS
 step "build the real node: kubelet, kube-proxy, Debian containerd/runc/CNI (cached)"
 TRITONOPS_NODE_BIN_DIR=$(bash hack/build-node.sh | tail -n 1)
 export TRITONOPS_NODE_BIN_DIR

@@ -53,6 +53,8 @@ PIP = "pip==26.3"
 BUILD_WHEELS = (PIP, "setuptools==84.2.1")  # setuptools: runtime/'s build backend, for pip's isolated build
 TRITON_WHEELS = ("nvidia-pytriton==0.7.0", "numpy==1.26.4", "onnxruntime==1.32.0", "flatbuffers==25.12.19",
                  "packaging==26.4", "protobuf==7.36.2")
+# The drift monitor's dependencies (runtime/'s extra "drift"), in the runtime image beside the fetcher.
+DRIFT_WHEELS = ("numpy==1.26.4", "scipy==1.17.1", "prometheus-client==0.23.1")
 PY = "3.11"  # bookworm's python3
 BASE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 VENV = "/opt/venv"
@@ -217,7 +219,7 @@ def _build_pause(rootfs: Path, cache: Path, log: Log) -> None:
 
 
 def _build_runtime(rootfs: Path, cache: Path, log: Log) -> None:
-    wheels = _fetch_wheels(cache, BUILD_WHEELS, log)
+    wheels = _fetch_wheels(cache, (*BUILD_WHEELS, *DRIFT_WHEELS), log)
     _debootstrap(rootfs, ("python3",), cache, log)
     _add_user(rootfs, "tritonops", RUNTIME_UID)
     src, runtime = rootfs / "tmp" / "build" / "src" / "runtime", repo_root() / "runtime"
@@ -225,9 +227,10 @@ def _build_runtime(rootfs: Path, cache: Path, log: Log) -> None:
                     ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     shutil.copy2(runtime / "pyproject.toml", src / "pyproject.toml")
     log("pip install runtime/ into /opt/venv")
-    _venv_install(rootfs, wheels, "--no-deps", "/tmp/build/src/runtime")
+    _venv_install(rootfs, wheels, "--no-deps", "/tmp/build/src/runtime", *DRIFT_WHEELS)
     _finalize(rootfs, log)
     _chroot(rootfs, f"{VENV}/bin/tritonops-fetch", "--help")
+    _chroot(rootfs, f"{VENV}/bin/python3", "-c", "import numpy, scipy.stats, prometheus_client")
 
 
 def _check_triton(rootfs: Path, log: Log) -> None:
@@ -273,7 +276,7 @@ def recipes() -> list[Recipe]:
                oci.ImageConfig(("tritonops-fetch",), python_env, f"{RUNTIME_UID}:{RUNTIME_UID}",
                                               labels=RUNTIME_LABELS),
                _build_runtime, (root / "runtime" / "pyproject.toml", root / "runtime" / "tritonops_runtime"),
-               BUILD_WHEELS),
+               (*BUILD_WHEELS, *DRIFT_WHEELS)),
         Recipe("triton", TRITON_IMAGE, oci.ImageConfig(("tritonserver",), triton_env, "1000:1000", "/opt/tritonserver"),
                _build_triton, (), (PIP, *TRITON_WHEELS)),
     ]
