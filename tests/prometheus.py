@@ -70,10 +70,11 @@ def triton_pods_job(targets_file: Path, interval: str = "2s") -> dict[str, Any]:
 
 
 class PodTargets:
-    """Writes the metrics endpoints of the Triton pods of ``namespace`` to a file_sd file every half second."""
+    """Writes the metrics endpoints of the Triton pods of ``namespace`` to a file_sd file every half second:
+    each of ``ports`` a pod declares (Triton's metrics; the drift monitor's too when asked)."""
 
-    def __init__(self, core: Any, namespace: str, path: Path) -> None:
-        self.core, self.namespace, self.path = core, namespace, path
+    def __init__(self, core: Any, namespace: str, path: Path, ports: tuple[int, ...] = (METRICS_PORT,)) -> None:
+        self.core, self.namespace, self.path, self.ports = core, namespace, path, ports
         self.stop = threading.Event()
         self.path.write_text("[]")
         self.thread = threading.Thread(target=self._run, daemon=True)
@@ -85,10 +86,11 @@ class PodTargets:
             labels = pod.metadata.labels or {}
             if not pod.status.pod_ip or pod.metadata.deletion_timestamp:
                 continue
-            out.append({"targets": [f"{pod.status.pod_ip}:{METRICS_PORT}"], "labels": {
-                "namespace": self.namespace, "pod": pod.metadata.name,
-                "revision": labels.get("tritonops.io/revision", ""),
-                "modeldeployment": labels.get("tritonops.io/modeldeployment", "")}})
+            declared = {p.container_port for ctr in pod.spec.containers for p in ctr.ports or []}
+            out.append({"targets": [f"{pod.status.pod_ip}:{port}" for port in self.ports if port in declared],
+                        "labels": {"namespace": self.namespace, "pod": pod.metadata.name,
+                                   "revision": labels.get("tritonops.io/revision", ""),
+                                   "modeldeployment": labels.get("tritonops.io/modeldeployment", "")}})
         return out
 
     def _run(self) -> None:

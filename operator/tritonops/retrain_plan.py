@@ -115,11 +115,12 @@ def serving_md(md: dict[str, Any]) -> dict[str, Any]:
 
 
 def job_view(job: dict[str, Any], pods: list[dict[str, Any]]) -> JobView:
-    """What a Job came to, with the termination message of its newest pod's retraining container."""
+    """What a Job came to, with the termination message of its newest pod's retraining container (the
+    result; or, when it is not one, its last line, e.g. the error a container of the user's printed)."""
     status = job.get("status") or {}
     conditions = {c.get("type"): c for c in status.get("conditions") or [] if c.get("status") == "True"}
     state = SUCCEEDED if "Complete" in conditions else FAILED if "Failed" in conditions else RUNNING
-    result = None
+    result, last_words = None, None
     for pod in sorted(pods, key=lambda p: p["metadata"].get("creationTimestamp", ""), reverse=True):
         for cs in (pod.get("status") or {}).get("containerStatuses") or []:
             message = ((cs.get("state") or {}).get("terminated") or {}).get("message") or ""
@@ -129,8 +130,12 @@ def job_view(job: dict[str, Any], pods: list[dict[str, Any]]) -> JobView:
                 parsed = None
             if result is None and isinstance(parsed, dict) and parsed.get("decision"):
                 result = parsed
+            lines = [line.strip() for line in message.splitlines() if line.strip()]
+            if last_words is None and lines:  # the newest pod's own words only
+                last_words = lines[-1][:500] if parsed is None else ""
     failed = conditions.get("Failed") or {}
-    return JobView(job["metadata"]["name"], state, result, failed.get("message") or failed.get("reason") or "",
+    why = "; ".join(x for x in (last_words, failed.get("message") or failed.get("reason") or "") if x)
+    return JobView(job["metadata"]["name"], state, result, why,
                    status.get("completionTime") or failed.get("lastTransitionTime") or "")
 
 

@@ -49,6 +49,7 @@ EXPECTED_RULES = {
     ("gateway.networking.k8s.io", "httproutes"): {"get", "patch"},
     ("autoscaling", "horizontalpodautoscalers"): {"get", "list", "create", "patch", "delete"},
     ("keda.sh", "scaledobjects"): {"get", "list", "create", "patch", "delete"},
+    ("batch", "jobs"): {"get", "list", "watch", "create", "delete"},
 }
 
 
@@ -182,11 +183,11 @@ def test_rbac_is_least_privilege(rendered: dict[str, str]) -> None:
     assert rule_table(role["rules"]) == EXPECTED_RULES
     crds = ("apiextensions.k8s.io", "customresourcedefinitions")
     scanning = one(docs, "ClusterRole", "tritonops-scanning")
-    nodes = ("", "nodes")
+    nodes, pods = ("", "nodes"), ("", "pods")
     assert rule_table(scanning["rules"]) == {crds: {"list", "watch"}, ("", "namespaces"): {"list", "watch"},
-                                             nodes: {"list"}}
+                                             nodes: {"list"}, pods: {"list"}}
     scanning_cw = one(documents(helm_template(sets=["clusterWide=true"])), "ClusterRole", "tritonops-scanning")
-    assert rule_table(scanning_cw["rules"]) == {crds: {"list", "watch"}, nodes: {"list"}}
+    assert rule_table(scanning_cw["rules"]) == {crds: {"list", "watch"}, nodes: {"list"}, pods: {"list"}}
     cluster = documents(rendered["clusterwide"])
     assert not by_kind(cluster, "Role") and not by_kind(cluster, "RoleBinding")
     (cluster_role,) = by_kind(cluster, "ClusterRole")
@@ -290,7 +291,7 @@ def test_network_policy_ports(rendered: dict[str, str]) -> None:
     policy = _policy(docs, "tritonops-triton")
     assert policy["spec"]["podSelector"] == {"matchLabels": {"app.kubernetes.io/name": "triton",
                                                              "app.kubernetes.io/managed-by": "tritonops"}}
-    assert _ports(policy["spec"]["ingress"]) == [[8000, 8001], [8002]]
+    assert _ports(policy["spec"]["ingress"]) == [[8000, 8001, 8010], [8002, 8010]]
     assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"]
     # Egress: DNS, the model store's CIDRs and ports, then the extra rules (namespaced-full narrows all).
     dns, store, minio = policy["spec"]["egress"]
@@ -408,8 +409,9 @@ def test_pod_monitor_scrapes_every_triton_pod_with_the_contract_labels(rendered:
     assert spec["namespaceSelector"] == {"any": True}
     selector = spec["selector"]["matchLabels"]
     assert selector == {"app.kubernetes.io/name": "triton", "app.kubernetes.io/managed-by": "tritonops"}
-    (endpoint,) = spec["podMetricsEndpoints"]
+    endpoint, drift = spec["podMetricsEndpoints"]
     assert (endpoint["port"], endpoint["path"], endpoint["interval"]) == ("metrics", "/metrics", "10s")
+    assert drift == {**endpoint, "port": "drift"}  # the drift monitor's series carry the same labels
     assert {r["targetLabel"]: r["sourceLabels"] for r in endpoint["relabelings"]} == {
         "namespace": ["__meta_kubernetes_namespace"], "pod": ["__meta_kubernetes_pod_name"],
         "revision": ["__meta_kubernetes_pod_label_tritonops_io_revision"],

@@ -55,6 +55,10 @@ class Api:
     def autoscaling(self) -> Any:
         return kubernetes.client.AutoscalingV2Api(self.client)
 
+    @property
+    def batch(self) -> Any:
+        return kubernetes.client.BatchV1Api(self.client)
+
     def md(self, ns: str, name: str) -> dict[str, Any] | None:
         try:
             obj: dict[str, Any] = self.custom.get_namespaced_custom_object(

@@ -167,6 +167,9 @@ def test_the_result_is_the_newest_pods_termination_message() -> None:
     assert (view.state, view.result, view.reason) == ("Failed", {"decision": "Rejected", "reasons": ["worse"]},
                                                       "exit code 3")
     assert job_view({"metadata": {"name": "j"}, "status": {}}, []).state == "Running"
+    torch = "Traceback:\n  ...\nModuleNotFoundError: No module named 'torch'\n"
+    crashed = job_view(job, [pod("2026-11-23T12:00:00Z", torch)])
+    assert crashed.result is None and crashed.reason == "ModuleNotFoundError: No module named 'torch'; exit code 3"
 
 
 def test_the_monitor_runs_beside_triton_and_disabled_drift_changes_no_revision() -> None:
