@@ -9,18 +9,24 @@ Library use::
     result.decision, result.storage_uri, result.digest, result.to_json()
 
 The command line is :func:`tritonops_runtime.retrain.main.main` (``tritonops-retrain``).
+Names are loaded on first use (torch only then): the drift monitor imports :mod:`.metrics` from here in an
+image without torch.
 """
 
-from tritonops_runtime.retrain.config import (
-    EXIT_ACCEPTED,
-    EXIT_FAILED,
-    EXIT_REJECTED,
-    Result,
-    RetrainConfig,
-    RetrainError,
-    VersionExistsError,
-)
-from tritonops_runtime.retrain.pipeline import retrain
+from __future__ import annotations
 
+import importlib
+from typing import Any
+
+_CONFIG = ("EXIT_ACCEPTED", "EXIT_FAILED", "EXIT_REJECTED", "Result", "RetrainConfig", "RetrainError",
+           "VersionExistsError")
 __all__ = ["EXIT_ACCEPTED", "EXIT_FAILED", "EXIT_REJECTED", "Result", "RetrainConfig", "RetrainError",
            "VersionExistsError", "retrain"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _CONFIG:
+        return getattr(importlib.import_module("tritonops_runtime.retrain.config"), name)
+    if name == "retrain":
+        return importlib.import_module("tritonops_runtime.retrain.pipeline").retrain
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
