@@ -27,6 +27,8 @@ TRITONOPS_NODE_BIN_DIR=$(bash hack/build-node.sh | tail -n 1)
 export TRITONOPS_NODE_BIN_DIR
 step "build the real node's images (cached)"
 bash hack/build-images.sh >/dev/null
+step "build the retraining image: runtime/ + the venv's torch, onnx, onnxruntime (cached; 3.3 GiB)"
+bash hack/build-retrain-image.sh >/dev/null
 step "lint"
 .venv/bin/ruff check .
 .venv/bin/mypy

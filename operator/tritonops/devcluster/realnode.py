@@ -102,6 +102,11 @@ class RealNode:
             self.stop()
             raise
 
+    def import_images(self, images: Sequence[Image]) -> None:
+        """Import ``images`` into the running node's containerd (skipping those there at the same digest): for
+        images built on demand, e.g. :func:`tritonops.devcluster.retrain_image.import_retrain_image`."""
+        import_images(CTR, str(self.layout.containerd_socket), images)
+
     def _claim_machine(self, log: Callable[[str], None]) -> None:
         """Refuse to start beside another live real node or another kubelet's state; clear what a crashed
         node of ours left behind (the machine record says one ran here)."""
