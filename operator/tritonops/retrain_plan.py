@@ -209,11 +209,24 @@ def _trigger(md: dict[str, Any], state: dict[str, Any], drift: dict[str, Any] | 
     return wanted, None
 
 
+def trainable(md: dict[str, Any], served: dict[str, Any]) -> dict[str, Any]:
+    """What the Job fine-tunes: a served candidate's own TorchScript file, else ``trainableModel``, else the
+    served model itself."""
+    state = (md.get("status") or {}).get("retraining") or {}
+    for chosen in (state.get("candidate") or {}, state.get("serving") or {}):
+        if chosen.get("trainable") and chosen.get("storageUri") == served["storageUri"]:
+            return {**served, **chosen["trainable"], "format": "torchscript"}
+    own = (md["spec"].get("retraining") or {}).get("trainableModel")
+    if own and served is md["spec"]["model"]:
+        return {**{k: v for k, v in served.items() if k != "digest"}, **own, "format": "torchscript"}
+    return served
+
+
 def _start(md: dict[str, Any], owner: Owner, state: dict[str, Any], trigger: str, now: datetime,
            plan: RetrainPlan) -> dict[str, Any]:
     number = int(state.get("jobs", 0)) + 1
     model = effective_model(md)
-    job = build_job(owner, md["spec"], model, number, trigger)
+    job = build_job(owner, md["spec"], trainable(md, model), number, trigger)
     plan.create = job
     name = job["metadata"]["name"]
     new = {**state, "phase": RUNNING, "activeJob": name, "trigger": trigger, "lastTriggerTime": stamp(now),
@@ -235,13 +248,18 @@ def _artifact(result: dict[str, Any], served_format: str) -> dict[str, str]:
     return {k: str(result[k]) for k in ("storageUri", "digest", "format") if result.get(k)}
 
 
+def _trainable_of(result: dict[str, Any]) -> dict[str, str]:
+    """The candidate's TorchScript file (what a later retraining fine-tunes)."""
+    return {k: str(result[k]) for k in ("storageUri", "digest") if result.get(k)}
+
+
 def _candidate(md: dict[str, Any], state: dict[str, Any], job: JobView, result: dict[str, Any], manual: bool,
                now: datetime) -> dict[str, Any]:
     metrics = {k: result[k] for k in ("metric", "current", "candidate", "optimizations") if k in result}
     candidate = {"job": job.name, "version": int(result.get("version") or 0), "decision": ACCEPTED,
                  "metrics": metrics, "basedOn": state.get("basedOn", ""), "specModel": state.get("specModel", ""),
                  "promotion": PENDING if manual else ROLLING_OUT,
-                 **_artifact(result, effective_model(md).get("format", ""))}
+                 **_artifact(result, effective_model(md).get("format", "")), "trainable": _trainable_of(result)}
     if not manual:
         candidate["rolloutSince"] = stamp(now)
     return candidate
@@ -315,8 +333,8 @@ def _advance_candidate(md: dict[str, Any], state: dict[str, Any], now: datetime,
     if promotion == ROLLING_OUT:
         new["candidate"]["rolloutSince"] = stamp(now)
     if promotion == PROMOTED:
-        new["serving"] = {k: candidate[k] for k in ("storageUri", "version", "digest", "format", "specModel", "job")
-                          if k in candidate}
+        new["serving"] = {k: candidate[k] for k in ("storageUri", "version", "digest", "format", "specModel", "job",
+                                                   "trainable") if k in candidate}
     if promotion in (SUPERSEDED, COMMITTED):
         new.pop("serving", None)
     reason = {ROLLING_OUT: r.EVENT_CANDIDATE_ROLLOUT, PROMOTED: r.EVENT_CANDIDATE_PROMOTED,

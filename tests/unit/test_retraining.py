@@ -184,6 +184,28 @@ def test_the_monitor_runs_beside_triton_and_disabled_drift_changes_no_revision()
     args = dict(zip(monitor["args"][::2], monitor["args"][1::2], strict=False))
     assert (args["--threshold"], args["--method"], args["--quality-metric"]) == ("0.2", "psi", "accuracy")
     assert triton["args"][-6:] == trace_args(DRIFT)
-    runtime = capture.trace_args(f"{c.CAPTURE_DIR}/{c.TRACE_FILE}", 10, 100)  # the runtime's own, verified
+    runtime = capture.trace_args(f"{c.CAPTURE_DIR}/{c.TRACE_FILE}", 10, 20)  # the runtime's own, verified
     assert trace_args(DRIFT) == [f"{flag}={value}" for flag, value in zip(runtime[::2], runtime[1::2], strict=True)]
     assert {"name": "capture", "mountPath": c.CAPTURE_DIR} in triton["volumeMounts"]
+
+
+def test_an_onnx_served_model_is_trained_from_its_torchscript_and_replaced_by_the_candidates_onnx() -> None:
+    pt = {"storageUri": "s3://models/clf/model.pt", "digest": "sha256:" + "b" * 64}
+    md, observed = looped(trainableModel=pt)
+    md["spec"]["model"].update(storageUri="s3://models/clf/model.onnx", format="onnx", digest="sha256:" + "c" * 64)
+    converge(md, observed)
+    job = cycle(md, observed, reading=DriftReading(detected=True)).jobs[0]
+    env = {e["name"]: e.get("value") for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert (env[c.ENV_RETRAIN_MODEL_URI], env[c.ENV_RETRAIN_MODEL_DIGEST]) == (pt["storageUri"], pt["digest"])
+    onnx = {"versionUri": "s3://models/clf/2/", "onnxDigest": "sha256:" + "d" * 64}
+    finish(observed, "clf-retrain-1", {**ACCEPTED, **onnx})
+    cycle(md, observed, 60)
+    served = effective_model(md)
+    assert (served["storageUri"], served["format"], served["digest"]) == \
+        ("s3://models/clf/2/model.onnx", "onnx", "sha256:" + "d" * 64)
+    converge(md, observed)
+    md["metadata"]["annotations"] = {RETRAIN_ANNOTATION: "again"}
+    job = cycle(md, observed, 120).jobs[0]  # the next run fine-tunes the candidate's own TorchScript file
+    env = {e["name"]: e.get("value") for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert (env[c.ENV_RETRAIN_MODEL_URI], env[c.ENV_RETRAIN_MODEL_DIGEST]) == (ACCEPTED["storageUri"],
+                                                                               ACCEPTED["digest"])

@@ -102,6 +102,11 @@ def retraining_schema() -> Schema:
                             "for the built-in tritonops-retrain).", max_length=512),
             "command": array(string(max_length=1024), "Default: tritonops-retrain.", max_items=32),
             "args": array(string(max_length=4096), max_items=64),
+            "trainableModel": obj({
+                "storageUri": _uri("spec.retraining.trainableModel.storageUri", "The TorchScript file."),
+                "digest": string(max_length=71, pattern=DIGEST),
+            }, "The model the Job fine-tunes when spec.model is served in a form that cannot be trained (ONNX, "
+               "TensorRT): its TorchScript source. A retrained candidate carries its own.", required=("storageUri",)),
             "dataStorageUri": _uri("spec.retraining.dataStorageUri",
                                    "The new labelled data (.npz with inputs and labels, or .csv with the label "
                                    "last); passed to the Job as TRITONOPS_DATA_URI."),

@@ -89,6 +89,11 @@ def _drift() -> Schema:
     }, "The drift monitor's last word, read from its metrics in Prometheus.")
 
 
+def _file() -> Schema:
+    return obj({"storageUri": string(max_length=2048), "digest": string(max_length=71)},
+               "The version's TorchScript file, which a later retraining fine-tunes.")
+
+
 def _retraining() -> Schema:
     candidate = obj({
         "job": string(max_length=253),
@@ -105,6 +110,7 @@ def _retraining() -> Schema:
                             "is unchanged.", max_length=2100),
         "format": string(max_length=16),
         "rolloutSince": string("When its rollout began.", max_length=64),
+        "trainable": _file(),
         "message": string(max_length=1024),
     })
     return obj({
@@ -118,7 +124,8 @@ def _retraining() -> Schema:
         "candidate": candidate,
         "serving": obj({"storageUri": string(max_length=2048), "version": integer(minimum=1, fmt="int64"),
                         "digest": string(max_length=71), "format": string(max_length=16),
-                        "specModel": string(max_length=2100), "job": string(max_length=253)},
+                        "specModel": string(max_length=2100), "job": string(max_length=253),
+                        "trainable": _file()},
                        "The promoted retrained model, served in place of spec.model until spec.model changes."),
         "basedOn": string(max_length=2100),
         "specModel": string(max_length=2100),

@@ -2,7 +2,7 @@
 
 With ``spec.drift.enabled`` Triton samples requests itself (trace level ``TIMESTAMPS`` + ``TENSORS``,
 one of every ``round(100 / samplePercent)`` requests) into rotated files ``/capture/trace.json.<k>`` of
-100 traces each, on a disk emptyDir shared with the sidecar (not tmpfs: Triton's writes would count
+20 traces each, on a disk emptyDir shared with the sidecar (not tmpfs: Triton's writes would count
 against its own memory limit). The trace write happens on a thread the response waits for, so the
 directory is always local. The sidecar (``tritonops-drift-monitor`` from the runtime image) reads and
 deletes those files, compares windows with the reference profile, scores labelled feedback, and serves
@@ -21,8 +21,8 @@ from tritonops.api.schema_drift import DEFAULT_THRESHOLDS
 from tritonops_runtime import contract as c
 
 CAPTURE_VOLUME = "capture"
-CAPTURE_SIZE = "1Gi"  # the sidecar keeps at most 32 files of ~100 traces waiting; far below this
-LOG_FREQUENCY = 100
+CAPTURE_SIZE = "1Gi"  # the sidecar keeps at most 32 files of 20 traces waiting; far below this
+LOG_FREQUENCY = 20  # traces per file: a file (and so a window's rows) waits for this many sampled requests
 MONITOR_RESOURCES = {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}}
 
 
