@@ -226,7 +226,7 @@ def _start(md: dict[str, Any], owner: Owner, state: dict[str, Any], trigger: str
            plan: RetrainPlan) -> dict[str, Any]:
     number = int(state.get("jobs", 0)) + 1
     model = effective_model(md)
-    job = build_job(owner, md["spec"], trainable(md, model), number, trigger)
+    job = build_job(owner, md["spec"], trainable(md, model), number, trigger, model.get("format", ""))
     plan.create = job
     name = job["metadata"]["name"]
     new = {**state, "phase": RUNNING, "activeJob": name, "trigger": trigger, "lastTriggerTime": stamp(now),

@@ -115,6 +115,7 @@ def test_s3_versions_exists_and_publish(tmp_path: Path, s3_server: S3Server) -> 
         (prefix / name).write_bytes(b"x")
     store = S3Store(f"s3://models/{tmp_path.name}/", s3_server.env())
     assert sorted(store.versions()) == [1, 5] and next_version(store) == "6"
+    assert next_version(store, "9") == "10" and next_version(store, "") == "6"  # the serving version counts
     assert store.exists("5") and not store.exists("6") and not store.exists("7")
     with pytest.raises(VersionExistsError, match=f"version 5 already exists at s3://models/{tmp_path.name}/5/"):
         store.publish("5", _files(tmp_path, model_pt=b"new"))

@@ -197,6 +197,7 @@ def test_an_onnx_served_model_is_trained_from_its_torchscript_and_replaced_by_th
     job = cycle(md, observed, reading=DriftReading(detected=True)).jobs[0]
     env = {e["name"]: e.get("value") for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert (env[c.ENV_RETRAIN_MODEL_URI], env[c.ENV_RETRAIN_MODEL_DIGEST]) == (pt["storageUri"], pt["digest"])
+    assert "--onnx" in job["spec"]["template"]["spec"]["containers"][0]["args"]  # servable the same way
     onnx = {"versionUri": "s3://models/clf/2/", "onnxDigest": "sha256:" + "d" * 64}
     finish(observed, "clf-retrain-1", {**ACCEPTED, **onnx})
     cycle(md, observed, 60)

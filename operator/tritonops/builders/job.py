@@ -58,11 +58,13 @@ def _env(spec: dict[str, Any], model: dict[str, Any], trigger: str) -> list[dict
     return env
 
 
-def _command(retraining: dict[str, Any], model: dict[str, Any]) -> dict[str, Any]:
+def _command(retraining: dict[str, Any], model: dict[str, Any], served_format: str) -> dict[str, Any]:
     if retraining.get("command"):
         return {"command": list(retraining["command"]), "args": list(retraining.get("args", []))}
     flags = [f"--model-uri=$({c.ENV_RETRAIN_MODEL_URI})", f"--output-uri=$({c.ENV_RETRAIN_OUTPUT_URI})",
              f"--parent-version={model.get('version', 1)}"]
+    if served_format == "onnx":  # the candidate must be servable the same way
+        flags.append("--onnx")
     if retraining.get("dataStorageUri"):
         flags.append(f"--data-uri=$({c.ENV_RETRAIN_DATA_URI})")
     if model.get("digest"):
@@ -70,11 +72,11 @@ def _command(retraining: dict[str, Any], model: dict[str, Any]) -> dict[str, Any
     return {"command": ["tritonops-retrain"], "args": flags + list(retraining.get("args", []))}
 
 
-def _pod_spec(spec: dict[str, Any], model: dict[str, Any], trigger: str) -> dict[str, Any]:
+def _pod_spec(spec: dict[str, Any], model: dict[str, Any], trigger: str, served_format: str) -> dict[str, Any]:
     retraining = spec["retraining"]
     resources = retraining.get("resources") or {}
     container = {
-        "name": c.RETRAIN_CONTAINER, "image": retraining["image"], **_command(retraining, model),
+        "name": c.RETRAIN_CONTAINER, "image": retraining["image"], **_command(retraining, model, served_format),
         "env": _env(spec, model, trigger), "resources": resources,
         "volumeMounts": [{"name": "scratch", "mountPath": c.SCRATCH_DIR}],
         "securityContext": {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
@@ -97,8 +99,10 @@ def _pod_spec(spec: dict[str, Any], model: dict[str, Any], trigger: str) -> dict
     return pod
 
 
-def build_job(owner: Owner, spec: dict[str, Any], model: dict[str, Any], number: int, trigger: str) -> dict[str, Any]:
-    """The ``number``-th retraining Job, training from ``model`` (the serving ``spec.model``)."""
+def build_job(owner: Owner, spec: dict[str, Any], model: dict[str, Any], number: int, trigger: str,
+              served_format: str = "") -> dict[str, Any]:
+    """The ``number``-th retraining Job, training from ``model`` (what the serving model is trained from);
+    ``served_format``: the format the model is served in (ONNX: the Job exports the candidate to ONNX too)."""
     retraining = spec["retraining"]
     return {
         "apiVersion": "batch/v1", "kind": "Job",
@@ -111,6 +115,6 @@ def build_job(owner: Owner, spec: dict[str, Any], model: dict[str, Any], number:
                 "containerName": c.RETRAIN_CONTAINER, "operator": "In", "values": [c.RETRAIN_EXIT_REJECTED]}}]},
             "template": {"metadata": {"labels": {LABEL_RETRAINING_OF: owner.name, LABEL_COMPONENT: "retraining",
                                                  LABEL_MANAGED_BY: MANAGED_BY}},
-                         "spec": _pod_spec(spec, model, trigger)},
+                         "spec": _pod_spec(spec, model, trigger, served_format)},
         },
     }

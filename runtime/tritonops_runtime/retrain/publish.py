@@ -110,7 +110,7 @@ def publish(store: Store, cfg: RetrainConfig, stage: Path, write_manifest: Calla
     names = [MODEL_FILE, ONNX_FILE, PROFILE_FILE]
     files = [stage / n for n in names if (stage / n).is_file()]
     for attempt in range(1, PUBLISH_ATTEMPTS + 1):
-        version = cfg.version or next_version(store)
+        version = cfg.version or next_version(store, cfg.parent_version)
         written = write_manifest(version)
         try:
             store.publish(version, [*files, stage / MANIFEST_FILE])

@@ -78,9 +78,11 @@ def version_uri(store_uri: str, version: str, name: str = "") -> str:
     return f"{store_uri.rstrip('/')}/{version}/{name}"
 
 
-def next_version(store: Store) -> str:
-    """One more than the highest version in ``store`` (1 for an empty store)."""
-    return str(max(store.versions(), default=0) + 1)
+def next_version(store: Store, parent: str = "") -> str:
+    """One more than the highest version in ``store`` and than ``parent`` (the serving model's version, so
+    that a new store still continues the model's numbering: 1 for an empty store and no parent)."""
+    floor = int(parent) if parent.isdigit() else 0
+    return str(max(max(store.versions(), default=0), floor) + 1)
 
 
 def _rename_noreplace(src: Path, dst: Path) -> None:
