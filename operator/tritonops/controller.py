@@ -38,7 +38,7 @@ from tritonops.planner import (
 )
 from tritonops.prom import Endpoint
 from tritonops.retrain_plan import RUNNING, job_view
-from tritonops.rollout_metrics import forget_rollout, record_end, record_rollout
+from tritonops.rollout_metrics import forget_rollout, record_end, record_loop_events, record_rollout
 from tritonops.rollout_plan import route_ref
 from tritonops.workqueue import WorkQueue
 
@@ -228,6 +228,7 @@ def reconcile_once(kube: Kube, key: Key, config: ControllerConfig,
     execute(kube, md, result, now)
     record_end(md.get("status"), result.status, now)
     record_rollout(namespace, name, result.status if result.status is not None else md.get("status"))
+    record_loop_events(namespace, name, [e.reason for e in result.events])
     # Our own writes come back as watch events and trigger the next cycle; only time-based steps
     # (a progress deadline) need a timer shorter than the resync.
     if result.requeue_after is not None:

@@ -1,4 +1,6 @@
-"""The operator's rollout metrics: canary weight, step, decision, analysis checks and rollout durations.
+"""The operator's rollout metrics: canary weight, step, decision, analysis checks and rollout durations;
+and a counter of the drift → retraining loop's events (drift declared, Jobs started and ended, candidates
+rolled out, promoted, rolled back), by reason.
 
 Series of a ModelDeployment exist only while a canary is in flight (or just ended); they are removed when
 it ends or the object is deleted, so dashboards never show a stale weight.
@@ -10,9 +12,10 @@ import contextlib
 from datetime import datetime
 from typing import Any
 
-from prometheus_client import Gauge, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 from tritonops.canary import parse_time
+from tritonops.status import reasons as r
 
 CANARY_WEIGHT = Gauge("tritonops_canary_weight_percent", "Percent of traffic on the canary revision (achieved)",
                       ("namespace", "name"))
@@ -25,8 +28,15 @@ CHECK_FAILED = Gauge("tritonops_canary_check_failed", "1 when the check failed i
                      "counts as failed)", ("namespace", "name", "check"))
 ROLLOUT_DURATION = Histogram("tritonops_rollout_duration_seconds", "Time from a canary's start to its end",
                              ("outcome",), buckets=(30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, 21600, 86400))
+LOOP_EVENTS = Counter("tritonops_lifecycle_events_total", "Events of the drift and retraining loop, by reason "
+                      "(DriftDetected, RetrainingStarted, CandidateAccepted, CandidateRejected, ...)",
+                      ("namespace", "name", "reason"))
 DECISIONS = ("Progressing", "Paused", "Promoted", "Aborted")
 _checks: dict[tuple[str, str], set[str]] = {}
+LOOP_REASONS = frozenset((r.EVENT_DRIFT_DETECTED, r.EVENT_DRIFT_CLEARED, r.EVENT_QUALITY_DROPPED,
+                          r.EVENT_RETRAINING_STARTED, r.EVENT_CANDIDATE_ACCEPTED, r.EVENT_CANDIDATE_REJECTED,
+                          r.EVENT_RETRAINING_FAILED, r.EVENT_CANDIDATE_ROLLOUT, r.EVENT_CANDIDATE_PROMOTED,
+                          r.EVENT_CANDIDATE_ROLLED_BACK))
 
 
 def record_rollout(namespace: str, name: str, status: dict[str, Any] | None) -> None:
@@ -72,3 +82,10 @@ def forget_rollout(namespace: str, name: str) -> None:
         for gauge in (CHECK_VALUE, CHECK_FAILED):
             with contextlib.suppress(KeyError):
                 gauge.remove(namespace, name, check)
+
+
+def record_loop_events(namespace: str, name: str, reasons: list[str]) -> None:
+    """Count the loop's events of one cycle (the reasons in :mod:`tritonops.status.reasons`)."""
+    for reason in reasons:
+        if reason in LOOP_REASONS:
+            LOOP_EVENTS.labels(namespace, name, reason).inc()

@@ -56,4 +56,4 @@ def test_scale_subresource_and_printer_columns() -> None:
     version = crd.build_crd()["spec"]["versions"][0]
     assert version["subresources"]["scale"]["specReplicasPath"] == ".spec.replicas"
     assert [c["name"] for c in version["additionalPrinterColumns"] if "priority" not in c] == [
-        "Ready", "Model", "Stable", "Canary", "Weight", "Phase", "Age"]
+        "Ready", "Model", "Stable", "Canary", "Weight", "Phase", "Drift", "Retraining", "Age"]
