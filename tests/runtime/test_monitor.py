@@ -25,7 +25,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tritonops_runtime.drift import monitor as mon
-from tritonops_runtime.drift.monitor import Monitor, MonitorConfig, WindowBuffer
+from tritonops_runtime.drift.buffers import WindowBuffer
+from tritonops_runtime.drift.monitor import Monitor, MonitorConfig
 from tritonops_runtime.drift.profile import build_profile, dump_profile
 from tritonops_runtime.drift.quality import Feedback, FeedbackError, QualityWindow, parse_feedback
 from tritonops_runtime.drift.server import MAX_BODY, MonitorHTTPServer
