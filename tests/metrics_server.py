@@ -4,9 +4,9 @@ The resource metrics API is what the HPA controller reads for ``Resource`` metri
 presets) and what ``kubectl top`` prints: node and pod CPU/memory, scraped by metrics-server from each kubelet's
 ``/metrics/resource``. :func:`running_metrics_server` runs metrics-server (``hack/build-metrics-server.sh``, or
 ``$TRITONOPS_METRICS_SERVER``) as a process on this machine and registers it the way
-:mod:`tests.autoscaling_support` registers prometheus-adapter: a Service in a namespace of its own
-(``tritonops-metrics-server-<random>``) leading to the process, ExternalName at 127.0.0.1 or a hand-written
-EndpointSlice (``routing``, see :func:`tests.autoscaling_support.resolve_routing`), and the APIService
+:mod:`tests.autoscaling_support` registers prometheus-adapter, with :mod:`tests.aggregated_api`: a Service in a
+namespace of its own (``tritonops-metrics-server-<random>``) leading to the process, ExternalName at 127.0.0.1 or a
+hand-written EndpointSlice (``routing``, see :func:`tests.aggregated_api.resolve_routing`), and the APIService
 ``v1beta1.metrics.k8s.io`` with the CA of the process's own serving certificate as ``caBundle``.
 
 Identity: metrics-server runs as a ServiceAccount of that namespace, with exactly the RBAC of upstream's
@@ -28,42 +28,24 @@ API is still registered and Available; it then lists no nodes and no pods.
 from __future__ import annotations
 
 import contextlib
-import ipaddress
-import json
-import os
-import socket
-import ssl
 import subprocess
 import time
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import kubernetes
-import pytest
 from kubernetes.utils import parse_quantity
 
-from tests.autoscaling_support import (
-    AGGREGATOR_ROUTING_FLAG,
-    MANAGED_BY,
-    Routing,
-    ServingCert,
-    adapter_host,
-    aggregator_routing,
-    apiservice_condition,
-    make_serving_cert,
-    resolve_routing,
-)
+from tests import aggregated_api as agg
+from tests.aggregated_api import MANAGED_BY, LocalServer, Routing, ServingCert
 from tests.integration.rbac import service_account_token, token_kubeconfig
 from tests.integration.support import Api
 from tests.integration.waiting import wait_for
-from tritonops.devcluster.launcher import spawn, tail, terminate
+from tritonops.devcluster.launcher import spawn
 from tritonops.devcluster.nodeconf import REAL_NODE_LABEL
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -76,64 +58,27 @@ APISERVICE = f"{VERSION}.{GROUP}"
 NAMESPACE_PREFIX = "tritonops-metrics-server-"
 SERVICE = "metrics-server"
 SERVICE_ACCOUNT = "metrics-server"
-SERVICE_PORT = 443
-PORT_NAME = "https"
 REAL_NODES = f"{REAL_NODE_LABEL}=true"
 RBAC = "rbac.authorization.k8s.io"
 
 
 def metrics_server_binary(timeout: float = 1800.0) -> Path:
     """``$TRITONOPS_METRICS_SERVER``, else the cached build of ``hack/build-metrics-server.sh`` (built if missing)."""
-    given = os.environ.get(BINARY_ENV, "")
-    if given:
-        path = Path(given)
-    else:
-        out = subprocess.run(["bash", str(BUILD_SCRIPT)], capture_output=True, text=True, timeout=timeout, check=False)
-        lines = out.stdout.strip().splitlines()
-        if out.returncode != 0 or not lines:
-            raise AssertionError(f"{BUILD_SCRIPT} failed ({out.returncode}):\n{out.stderr[-3000:]}")
-        path = Path(lines[-1])
-    if not os.access(path, os.X_OK):
-        raise AssertionError(f"{path} is not an executable metrics-server (set {BINARY_ENV})")
-    return path
+    return agg.process_binary(BINARY_ENV, BUILD_SCRIPT, "metrics-server", timeout)
 
 
-@dataclass
-class MetricsServer:
-    """A running metrics-server: where it listens, its certificate, its namespace (and identity), its log."""
+class MetricsServer(LocalServer):
+    """A running metrics-server: where it listens, its certificate, its namespace (and identity), its log.
 
-    proc: subprocess.Popen[bytes]
-    host: str
-    port: int
-    cert: ServingCert
-    routing: Literal["endpoints", "externalname"]
-    namespace: str
-    log: Path
+    :meth:`healthy` answers True only once its informers synced.
+    """
 
-    @property
-    def url(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"https://{host}:{self.port}"
+    NAME = "metrics-server"
 
     @property
     def user(self) -> str:
         """The user name metrics-server authenticates as (to the API server and the kubelets)."""
         return f"system:serviceaccount:{self.namespace}:{SERVICE_ACCOUNT}"
-
-    def log_tail(self, lines: int = 60) -> str:
-        return tail(self.log, lines)
-
-    def healthy(self) -> bool:
-        """Whether ``/healthz`` answers 200 over TLS with its certificate (served only once its informers synced)."""
-        if self.proc.poll() is not None:
-            raise AssertionError(f"metrics-server exited {self.proc.returncode}:\n{self.log_tail()}")
-        ctx = ssl.create_default_context(cafile=str(self.cert.ca_cert))
-        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}), urllib.request.HTTPSHandler(context=ctx))
-        try:
-            with opener.open(f"{self.url}/healthz", timeout=2) as resp:
-                return int(resp.status) == 200
-        except (urllib.error.URLError, OSError, ssl.SSLError):
-            return False
 
 
 # -- objects --------------------------------------------------------------------------------------------------------
@@ -166,61 +111,7 @@ def _rbac(namespace: str, owner: dict[str, Any]) -> list[dict[str, Any]]:
     ]
 
 
-def _service(server: MetricsServer) -> dict[str, Any]:
-    meta = {"name": SERVICE, "namespace": server.namespace, "labels": MANAGED_BY}
-    if server.routing == "externalname":
-        # No ports of its own: the aggregator dials externalName:<the APIService's port>.
-        return {"apiVersion": "v1", "kind": "Service", "metadata": meta,
-                "spec": {"type": "ExternalName", "externalName": server.host}}
-    return {"apiVersion": "v1", "kind": "Service", "metadata": meta,
-            "spec": {"type": "ClusterIP", "ports": [{"name": PORT_NAME, "port": SERVICE_PORT, "protocol": "TCP",
-                                                     "targetPort": server.port}]}}
-
-
-def _endpoint_slice(server: MetricsServer) -> dict[str, Any]:
-    family = "IPv6" if ipaddress.ip_address(server.host).version == 6 else "IPv4"
-    labels = {**MANAGED_BY, "kubernetes.io/service-name": SERVICE,
-              "endpointslice.kubernetes.io/managed-by": "tritonops-tests"}
-    return {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
-            "metadata": {"name": f"{SERVICE}-manual", "namespace": server.namespace, "labels": labels},
-            "addressType": family,
-            "endpoints": [{"addresses": [server.host], "conditions": {"ready": True}}],
-            "ports": [{"name": PORT_NAME, "port": server.port, "protocol": "TCP"}]}
-
-
-def _apiservice(server: MetricsServer) -> dict[str, Any]:
-    port = server.port if server.routing == "externalname" else SERVICE_PORT
-    return {"apiVersion": "apiregistration.k8s.io/v1", "kind": "APIService",
-            "metadata": {"name": APISERVICE, "labels": MANAGED_BY},
-            "spec": {"group": GROUP, "version": VERSION, "groupPriorityMinimum": 100, "versionPriority": 100,
-                     "caBundle": server.cert.ca_bundle,
-                     "service": {"name": SERVICE, "namespace": server.namespace, "port": port}}}
-
-
-def _free_port(host: str) -> int:
-    """A TCP port free on ``host`` a moment ago."""
-    family = socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 # -- the context manager --------------------------------------------------------------------------------------------
-
-
-def _claim_apiservice(custom: Any) -> None:
-    """Skip when the cluster already serves metrics.k8s.io from an APIService these helpers did not create; delete
-    one that an earlier, interrupted run of these helpers left."""
-    try:
-        found = custom.get_cluster_custom_object("apiregistration.k8s.io", "v1", "apiservices", APISERVICE)
-    except kubernetes.client.ApiException as err:
-        if err.status != 404:
-            raise
-        return
-    if not MANAGED_BY.items() <= (found["metadata"].get("labels") or {}).items():
-        pytest.skip(f"the cluster already has APIService {APISERVICE}, not created by these tests")
-    custom.delete_cluster_custom_object("apiregistration.k8s.io", "v1", "apiservices", APISERVICE)
 
 
 def _create(api: Api, obj: dict[str, Any]) -> None:
@@ -293,15 +184,6 @@ def _identity(cluster: Any, api: Api, namespace: str, workdir: Path, rbac: list[
                             user=SERVICE_ACCOUNT)
 
 
-def _register(api: Api, server: MetricsServer) -> None:
-    """The Service (and EndpointSlice) leading to ``server``, and the APIService pointing at it."""
-    api.core.create_namespaced_service(server.namespace, _service(server))
-    if server.routing == "endpoints":
-        discovery: Any = kubernetes.client.DiscoveryV1Api(api.client)
-        discovery.create_namespaced_endpoint_slice(server.namespace, _endpoint_slice(server))
-    api.custom.create_cluster_custom_object("apiregistration.k8s.io", "v1", "apiservices", _apiservice(server))
-
-
 @contextmanager
 def running_metrics_server(cluster: Any, workdir: Path, *, routing: Routing = "auto", host: str | None = None,
                            resolution: str = "10s", node_selector: str | None = REAL_NODES,
@@ -314,12 +196,8 @@ def running_metrics_server(cluster: Any, workdir: Path, *, routing: Routing = "a
     APIService, the process, the RBAC and the namespace are removed, in that order (the API is unregistered
     before its server stops, so discovery never sees it unavailable).
     """
-    how = resolve_routing(cluster, routing)
-    if how == "endpoints" and aggregator_routing(cluster) is False:
-        raise AssertionError(f"routing 'endpoints' needs kube-apiserver {AGGREGATOR_ROUTING_FLAG}; this control "
-                             "plane has not got it (use routing 'externalname' or 'auto')")
-    host = host or adapter_host(cluster, how)
-    binary = metrics_server_binary()
+    how, host = agg.routing_and_host(cluster, routing, host)
+    executable = metrics_server_binary()
     workdir.mkdir(parents=True, exist_ok=True)
     api = Api.from_kubeconfig(str(cluster.kubeconfig))
     namespace = f"{NAMESPACE_PREFIX}{uuid.uuid4().hex[:6]}"
@@ -327,49 +205,31 @@ def running_metrics_server(cluster: Any, workdir: Path, *, routing: Routing = "a
     registered = False
     proc: subprocess.Popen[bytes] | None = None
     try:
-        _claim_apiservice(api.custom)
+        agg.claim_apiservices(api.custom, [APISERVICE])
         kubeconfig = _identity(cluster, api, namespace, workdir, rbac)
-        cert = make_serving_cert(workdir / "pki", [f"{SERVICE}.{namespace}.svc"], [host])
-        port = _free_port(host)
+        cert = agg.service_cert(workdir, SERVICE, namespace, host)
+        port = agg.free_port(host)
         log = workdir / "metrics-server.log"
-        proc = spawn(_argv(binary, kubeconfig, host, port, cert, workdir, resolution, node_selector), log, workdir,
-                     detach=False)
+        proc = spawn(_argv(executable, kubeconfig, host, port, cert, workdir, resolution, node_selector), log,
+                     workdir, detach=False)
         server = MetricsServer(proc, host, port, cert, how, namespace, log)
-        deadline = time.monotonic() + timeout
-        while not server.healthy():
-            if time.monotonic() > deadline:
-                raise AssertionError(f"metrics-server not healthy at {server.url} after {timeout:.0f}s:\n"
-                                     f"{server.log_tail()}")
-            time.sleep(0.2)
+        deadline = server.wait_healthy(timeout)
         registered = True
-        _register(api, server)
-        _wait_available(api.custom, server, max(1.0, deadline - time.monotonic()))
+        agg.register(api, SERVICE, namespace, how, host, port,
+                     [agg.apiservice(GROUP, VERSION, SERVICE, namespace, how, port, cert.ca_bundle)])
+        agg.wait_available(api.custom, [APISERVICE], server, max(1.0, deadline - time.monotonic()))
         yield server
     finally:
         if registered:
             with contextlib.suppress(kubernetes.client.ApiException):
-                api.custom.delete_cluster_custom_object("apiregistration.k8s.io", "v1", "apiservices", APISERVICE)
+                agg.delete_apiservices(api.custom, [APISERVICE])
         if proc is not None:
-            terminate([proc.pid], 10.0)
-            proc.wait(5)
+            agg.stop(proc)
         for obj in reversed(rbac):
             _delete(api, obj)
         with contextlib.suppress(kubernetes.client.ApiException):
             api.core.delete_namespace(namespace)
         api.client.close()
-
-
-def _wait_available(custom: Any, server: MetricsServer, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        cond = apiservice_condition(custom, APISERVICE)
-        if cond and cond.get("status") == "True":
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"APIService {APISERVICE} not Available after {timeout:.0f}s (routing "
-                                 f"{server.routing}, metrics-server at {server.url}): {json.dumps(cond)}\n"
-                                 f"metrics-server log:\n{server.log_tail()}")
-        time.sleep(0.5)
 
 
 # -- reading the API ------------------------------------------------------------------------------------------------
