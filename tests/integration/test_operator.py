@@ -45,7 +45,8 @@ def test_model_deployment_becomes_ready_on_gpu_nodes(api: Api, operator: Operato
         node = api.core.read_node(pod.spec.node_name)
         assert int(node.status.allocatable.get("nvidia.com/gpu", "0")) > 0, pod.spec.node_name
     out = kubectl(cluster, "get", "md", "clf", "-n", namespace).stdout.split("\n")
-    assert out[0].split() == ["NAME", "READY", "MODEL", "STABLE", "CANARY", "WEIGHT", "PHASE", "AGE"]
+    assert out[0].split() == ["NAME", "READY", "MODEL", "STABLE", "CANARY", "WEIGHT", "PHASE", "DRIFT", "RETRAINING",
+                              "AGE"]
     assert out[1].split()[:5] == ["clf", "True", "clf", rev, "Ready"]
 
 
