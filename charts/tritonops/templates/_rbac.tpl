@@ -39,9 +39,15 @@ No wildcards, and no access to Secrets: the fetcher pods read model-store creden
   resources: ["configmaps"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
 # Triton pods: read only, to explain why a revision is not ready (unschedulable, fetch or load failures).
+# Watched here; listed here unless the scanning ClusterRole lists them in every namespace (growth bounded by
+# free GPUs counts the pods of the whole cluster), so that no permission is granted twice.
 - apiGroups: [""]
   resources: ["pods"]
+  {{- if and (not .Values.clusterWide) .Values.rbac.kopfScanning }}
+  verbs: ["watch"]
+  {{- else }}
   verbs: ["list", "watch"]
+  {{- end }}
 # Retraining Jobs (spec.retraining): watched (a finished Job triggers the next cycle), listed by label, read
 # by name before creation (never adopt), created one at a time, deleted beyond the history limits; their
 # pods are read through the pods rule above (the result is the container's termination message).
