@@ -99,14 +99,26 @@ def store_secret(api: Api, namespace: str, model_store: ModelStore) -> str:
     return SECRET
 
 
+@contextlib.contextmanager
+def running_operator(cluster: ClusterHandle, namespace: str, tmp_path: Path,
+                     prometheus: str = "") -> Iterator[OperatorProcess]:
+    """The operator under the chart's RBAC with the real node's runtime image (and a Prometheus, if given);
+    its log's tail is printed at the end (pytest shows it when the test fails)."""
+    kubeconfig = operator_kubeconfig(cluster, namespace, tmp_path)
+    proc = OperatorProcess(str(kubeconfig), namespace, tmp_path / "operator.log", runtime_image=RUNTIME_IMAGE,
+                           extra_args=["--prometheus-url", prometheus] if prometheus else [])
+    proc.start()
+    try:
+        yield proc
+    finally:
+        proc.stop()
+        print((tmp_path / "operator.log").read_text()[-8000:])
+
+
 @pytest.fixture
 def e2e_operator(cluster: ClusterHandle, api: Api, namespace: str, tmp_path: Path) -> Iterator[OperatorProcess]:
-    kubeconfig = operator_kubeconfig(cluster, namespace, tmp_path)
-    proc = OperatorProcess(str(kubeconfig), namespace, tmp_path / "operator.log", runtime_image=RUNTIME_IMAGE)
-    proc.start()
-    yield proc
-    proc.stop()
-    print((tmp_path / "operator.log").read_text()[-6000:])  # shown by pytest when the test fails
+    with running_operator(cluster, namespace, tmp_path) as proc:
+        yield proc
 
 
 def local_md(name: str, storage_uri: str, **model: Any) -> dict[str, Any]:

@@ -24,15 +24,13 @@ from typing import Any
 import pytest
 
 from tests.autoscaling_support import metrics_apis
-from tests.e2e.conftest import ModelStore, local_md
+from tests.e2e.conftest import ModelStore, local_md, running_operator
 from tests.e2e.test_canary_analysis import Traffic, _slow_onnx
 from tests.e2e.test_real_node import _answers, samples, service_ip
-from tests.integration.rbac import operator_kubeconfig
-from tests.integration.support import Api, OperatorProcess, converged, wait_until
+from tests.integration.support import Api, converged, wait_until
 from tests.metrics_server import running_metrics_server
 from tests.prometheus import PodTargets, running_prometheus, triton_pods_job
 from tritonops.api.adapter import rules
-from tritonops.devcluster.images import RUNTIME_IMAGE
 from tritonops.devcluster.session import ClusterHandle
 from tritonops_runtime import contract as c
 
@@ -103,12 +101,8 @@ def metrics(cluster: ClusterHandle, api: Api, namespace: str, real_node: Any, tm
 
 @pytest.fixture
 def autoscaling_operator(cluster: ClusterHandle, namespace: str, metrics: str, tmp_path: Path) -> Iterator[None]:
-    proc = OperatorProcess(str(operator_kubeconfig(cluster, namespace, tmp_path)), namespace, tmp_path / "op.log",
-                           runtime_image=RUNTIME_IMAGE, extra_args=["--prometheus-url", metrics])
-    proc.start()
-    yield
-    proc.stop()
-    print((tmp_path / "op.log").read_text()[-5000:])
+    with running_operator(cluster, namespace, tmp_path, metrics):
+        yield
 
 
 def _sizes(api: Api, namespace: str) -> tuple[int, int]:

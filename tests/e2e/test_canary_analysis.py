@@ -25,13 +25,11 @@ import torch
 from torch import nn
 
 from tests.conftest import ROOT
-from tests.e2e.conftest import ModelStore, local_md
+from tests.e2e.conftest import ModelStore, local_md, running_operator
 from tests.e2e.test_real_node import _infer, _serving_version_1
-from tests.integration.rbac import operator_kubeconfig
 from tests.integration.support import Api, OperatorProcess, converged, wait_until
 from tests.prometheus import PodTargets, running_prometheus, triton_pods_job
 from tritonops import prom
-from tritonops.devcluster.images import RUNTIME_IMAGE
 from tritonops.devcluster.session import ClusterHandle
 
 pytestmark = [pytest.mark.e2e, pytest.mark.cluster, pytest.mark.slow]
@@ -82,13 +80,8 @@ def prometheus(api: Api, namespace: str, tmp_path: Path) -> Iterator[str]:
 @pytest.fixture
 def analysing_operator(cluster: ClusterHandle, api: Api, namespace: str, prometheus: str,
                        tmp_path: Path) -> Iterator[OperatorProcess]:
-    kubeconfig = operator_kubeconfig(cluster, namespace, tmp_path)
-    proc = OperatorProcess(str(kubeconfig), namespace, tmp_path / "operator.log", runtime_image=RUNTIME_IMAGE,
-                           extra_args=["--prometheus-url", prometheus])
-    proc.start()
-    yield proc
-    proc.stop()
-    print((tmp_path / "operator.log").read_text()[-8000:])
+    with running_operator(cluster, namespace, tmp_path, prometheus) as proc:
+        yield proc
 
 
 @dataclass

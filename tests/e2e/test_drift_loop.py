@@ -25,13 +25,11 @@ import numpy as np
 import pytest
 
 from tests.conftest import ROOT
-from tests.e2e.conftest import ModelStore, local_md
+from tests.e2e.conftest import ModelStore, local_md, running_operator
 from tests.e2e.test_real_node import _answers, service_ip
-from tests.integration.rbac import operator_kubeconfig
-from tests.integration.support import Api, OperatorProcess, converged, kubectl, wait_until
+from tests.integration.support import Api, converged, kubectl, wait_until
 from tests.integration.test_canary import kubectl_tritonops
 from tests.prometheus import PodTargets, running_prometheus, triton_pods_job
-from tritonops.devcluster.images import RUNTIME_IMAGE
 from tritonops.devcluster.realnode import RealNode
 from tritonops.devcluster.retrain_image import import_retrain_image
 from tritonops.devcluster.session import ClusterHandle
@@ -116,12 +114,8 @@ def drift_prometheus(api: Api, namespace: str, real_node: Any, tmp_path: Path) -
 
 @pytest.fixture
 def loop_operator(cluster: ClusterHandle, namespace: str, drift_prometheus: str, tmp_path: Path) -> Iterator[None]:
-    proc = OperatorProcess(str(operator_kubeconfig(cluster, namespace, tmp_path)), namespace, tmp_path / "op.log",
-                           runtime_image=RUNTIME_IMAGE, extra_args=["--prometheus-url", drift_prometheus])
-    proc.start()
-    yield
-    proc.stop()
-    print((tmp_path / "op.log").read_text()[-8000:])
+    with running_operator(cluster, namespace, tmp_path, drift_prometheus):
+        yield
 
 
 def put(store: ModelStore, tmp: Path, key: str, data: bytes) -> str:
