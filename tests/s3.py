@@ -73,8 +73,9 @@ def _wait_http(url: str, proc: subprocess.Popen[bytes], timeout: float) -> None:
 
 
 @contextlib.contextmanager
-def running_s3(root: Path, host: str = "127.0.0.1") -> Iterator[S3Server]:
-    """versitygw serving ``root`` on a free port of ``host``, with one root key pair; skips without a binary."""
+def running_s3(root: Path, host: str = "127.0.0.1", metadata: bool = False) -> Iterator[S3Server]:
+    """versitygw serving ``root`` on a free port of ``host``, with one root key pair; skips without a binary.
+    ``metadata``: with its (xattr) metadata store, which conditional writes (``If-None-Match``) need."""
     binary = s3_binary()
     if binary is None or not binary.is_file():
         pytest.skip("no S3 server: run hack/build-s3.sh (needs Go) or set TRITONOPS_S3_SERVER")
@@ -82,7 +83,8 @@ def running_s3(root: Path, host: str = "127.0.0.1") -> Iterator[S3Server]:
     server = S3Server(f"http://{host}:{port}", "TRITONOPSTESTKEY", "tritonops-test-secret-0123456789", root)
     with (root.parent / f"versitygw-{port}.log").open("wb") as log:
         proc = subprocess.Popen([str(binary), "--access", server.access_key, "--secret", server.secret_key,
-                                 "--port", f"{host}:{port}", "--quiet", "posix", "--nometa", str(root)],
+                                 "--port", f"{host}:{port}", "--quiet", "posix",
+                                 *([] if metadata else ["--nometa"]), str(root)],
                                 stdout=log, stderr=subprocess.STDOUT)
         try:
             _wait_http(server.endpoint, proc, 30)

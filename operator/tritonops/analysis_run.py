@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 from tritonops import analysis as a
-from tritonops.prom import Endpoint, measure
+from tritonops.prom import Endpoint, bearer, measure
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +26,7 @@ def endpoint_for(md: dict[str, Any], default: Endpoint | None) -> Endpoint:
     if not own and not base.url:
         raise LookupError("no Prometheus: set spec.rollout.canary.analysis.prometheus.address or the chart value "
                           "analysis.prometheus.url")
-    token = Path(base.token_file).read_text().strip() if base.token_file else base.token
+    token = bearer(base)
     if own:
         return Endpoint(own["address"], token, "", base.ca_file, bool(own.get("insecureSkipVerify")))
     return Endpoint(base.url, token, "", base.ca_file, base.insecure_skip_verify)

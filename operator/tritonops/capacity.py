@@ -17,9 +17,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from tritonops.builders.deployment import GPU
 from tritonops.placement import selects, untolerated
 
-GPU = "nvidia.com/gpu"
 _ENDED = ("Succeeded", "Failed")
 
 

@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 from tritonops.canary import parse_time
-from tritonops.prom import Endpoint, PrometheusError, query
+from tritonops.prom import Endpoint, PrometheusError, bearer, query
 from tritonops.retrain_plan import DriftReading
 
 log = logging.getLogger(__name__)
@@ -47,7 +46,7 @@ def read_drift(md: dict[str, Any], endpoint: Endpoint | None) -> DriftReading:
                                   "chart value analysis.prometheus.url")
     meta = md["metadata"]
     sel = f'namespace="{meta["namespace"]}",modeldeployment="{meta["name"]}"'
-    token = Path(endpoint.token_file).read_text().strip() if endpoint.token_file else endpoint.token
+    token = bearer(endpoint)
     values: dict[str, float | None] = {}
     try:
         for key, template in QUERIES.items():

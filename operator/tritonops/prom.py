@@ -15,6 +15,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from tritonops.analysis import Run, Window, judge
@@ -29,6 +30,11 @@ class Endpoint:
     token_file: str = ""  # read at each use, so a rotated token is picked up
     ca_file: str = ""  # a CA bundle file (https)
     insecure_skip_verify: bool = False
+
+
+def bearer(endpoint: Endpoint) -> str:
+    """The endpoint's bearer token, read from its file at each use (a rotated token is picked up)."""
+    return Path(endpoint.token_file).read_text().strip() if endpoint.token_file else endpoint.token
 
 
 class PrometheusError(RuntimeError):

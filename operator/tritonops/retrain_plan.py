@@ -26,6 +26,7 @@ from typing import Any
 
 from tritonops.builders.job import build_job
 from tritonops.builders.meta import Owner
+from tritonops.builders.monitor import threshold
 from tritonops.canary import parse_time, stamp
 from tritonops.history import Event
 from tritonops.status import reasons as r
@@ -151,8 +152,6 @@ def drift_status(md: dict[str, Any], reading: DriftReading | None, now: datetime
         return None, []
     if reading is None:
         return old, []
-    from tritonops.builders.monitor import threshold
-
     new: dict[str, Any] = {"method": drift.get("method", "psi"), "threshold": threshold(drift),
                            "detected": reading.detected, "windows": reading.windows, "lastCheckTime": stamp(now)}
     for key, value in (("score", reading.score), ("predictionPSI", reading.prediction_psi)):

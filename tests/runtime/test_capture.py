@@ -12,7 +12,7 @@ import os
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,7 @@ import pytest
 import tritonclient.http as httpclient
 
 from tests.conftest import ExampleModel
+from tests.integration.waiting import wait_for
 from tests.runtime.test_triton import CPU_WRAPPER, fetch_model, model_clf
 from tritonops_runtime.drift.capture import (
     CaptureLimits,
@@ -46,15 +47,6 @@ class Traced:
     prefix: Path
 
 
-def wait_for(condition: Callable[[], Any], what: str, timeout: float = TIMEOUT) -> Any:
-    """Poll ``condition`` until it returns something truthy; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not (value := condition()):
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
-    return value
-
-
 def trace_files(prefix: Path) -> list[Path]:
     return sorted(prefix.parent.glob(f"{prefix.name}.*"), key=lambda p: int(p.suffix[1:]))
 
@@ -73,7 +65,7 @@ def collect(collector: TraceCollector, count: int) -> list[TraceRecord]:
         records.extend(collector.poll())
         return len(records) >= count
 
-    wait_for(enough, f"{count} records")
+    wait_for(enough, TIMEOUT, f"{count} records", 0.05)
     return records
 
 
@@ -144,7 +136,7 @@ def test_collector_returns_exactly_the_sampled_requests(traced_clf: Traced) -> N
     for k in range(12):
         x = batch(rng, k % 3 + 1)
         sent.append((f"req-{k}", x, infer(traced_clf.server, x, f"req-{k}")))
-    files = wait_for(lambda: complete_files(traced_clf.prefix, 3), "3 trace files")
+    files = wait_for(lambda: complete_files(traced_clf.prefix, 3), TIMEOUT, "3 trace files", 0.05)
     assert [len(parse_trace(f.read_bytes()).records) for f in files] == [2, 2, 2]  # rotated every 2 traces
 
     collector = TraceCollector(traced_clf.prefix, CaptureLimits(max_rows=8))
@@ -196,7 +188,7 @@ def test_overload_drops_the_oldest_files(traced_clf: Traced) -> None:
     rng = np.random.default_rng(2)
     for k in range(6):
         infer(traced_clf.server, batch(rng, 2), f"load-{k}")
-    wait_for(lambda: complete_files(traced_clf.prefix, 6), "6 trace files")
+    wait_for(lambda: complete_files(traced_clf.prefix, 6), TIMEOUT, "6 trace files", 0.05)
     collector = TraceCollector(traced_clf.prefix, CaptureLimits(max_pending_files=2))
     assert [r.request_id for r in collector.poll()] == ["load-4", "load-5"]
     assert (collector.counters.files_dropped_overload, collector.counters.files_read) == (4, 2)
@@ -208,7 +200,7 @@ def test_half_written_corrupt_and_oversize_files(traced_clf: Traced) -> None:
     rng = np.random.default_rng(3)
     for k in range(3):
         infer(traced_clf.server, batch(rng, 1), f"f-{k}")
-    _, half, big = wait_for(lambda: complete_files(traced_clf.prefix, 3), "3 trace files")
+    _, half, big = wait_for(lambda: complete_files(traced_clf.prefix, 3), TIMEOUT, "3 trace files", 0.05)
     raw = half.read_bytes()
     half.write_bytes(raw[:len(raw) // 2])  # as a reader can catch one
     big.write_bytes(big.read_bytes() + b" " * 5000)

@@ -16,7 +16,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.integration.waiting import wait_for
 from tritonops_runtime.drift import monitor as mon
 from tritonops_runtime.drift.buffers import WindowBuffer
 from tritonops_runtime.drift.monitor import Monitor, MonitorConfig
@@ -399,14 +400,6 @@ def test_bad_flags_exit_2(extra: list[str], message: str, capsys: pytest.Capture
     assert message in capsys.readouterr().err
 
 
-def wait_for(condition: Callable[[], Any], what: str, timeout: float = 20.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (value := condition()):
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
-    return value
-
-
 def healthy(url: str) -> bool:
     try:
         return call(f"{url}/healthz")[0] == 200
@@ -434,7 +427,7 @@ def test_sigterm_stops_the_program_within_a_second(sandbox: Path, profile_file: 
     with log.open("wb") as stderr:
         proc = subprocess.Popen(cmd, stderr=stderr)
     try:
-        wait_for(lambda: healthy(f"http://127.0.0.1:{port}") or proc.poll() is not None, "the monitor")
+        wait_for(lambda: healthy(f"http://127.0.0.1:{port}") or proc.poll() is not None, 20.0, "the monitor", 0.05)
         assert proc.poll() is None, log.read_text()
         started = time.monotonic()
         proc.send_signal(signal.SIGTERM)

@@ -29,6 +29,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import ROOT, ExampleModel
+from tests.integration.waiting import wait_for
 from tests.runtime.test_capture import post, trace_files
 from tests.runtime.test_triton import CPU_WRAPPER, fetch_model, model_clf
 from tritonops_runtime.drift.capture import trace_args
@@ -54,14 +55,6 @@ def synthetic_data(n: int, seed: int) -> tuple[Array, Array]:
     """The example model's training distribution (``make_model.synthetic_data``) with another seed."""
     x, y = _make_model().synthetic_data(n, seed)
     return x, y
-
-
-def wait_for(condition: Callable[[], Any], what: str, timeout: float = 20.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (value := condition()):
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
-    return value
 
 
 @dataclass
@@ -133,7 +126,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory, example_model: ExampleModel)
                                      f"127.0.0.1:{port}"], stderr=stderr)
         sidecar = Sidecar(proc, f"http://127.0.0.1:{port}", log)
         started.append(sidecar)
-        wait_for(lambda: sidecar.healthy() or proc.poll() is not None, "the monitor to listen")
+        wait_for(lambda: sidecar.healthy() or proc.poll() is not None, 20.0, "the monitor to listen", 0.05)
         assert proc.poll() is None, log.read_text()
         return sidecar
 
@@ -160,7 +153,7 @@ def send_window(setup: Setup, sidecar: Sidecar, x: Array) -> dict[str, Any]:
     for start in range(0, len(x), ROWS_PER_REQUEST):
         infer(setup.server, x[start:start + ROWS_PER_REQUEST])
     status: dict[str, Any] = wait_for(lambda: (doc := sidecar.status())["tracker"]["windows"] > windows and doc,
-                                      "a window")
+                                      20.0, "a window", 0.05)
     return status
 
 
@@ -190,7 +183,7 @@ def test_drift_and_quality_against_triton(setup: Setup) -> None:
     # Ground truth: one row per request, each with its KServe id.
     x, y = synthetic_data(40, 105)
     predicted = np.concatenate([infer(setup.server, x[k:k + 1], f"q-{k}") for k in range(40)]).argmax(axis=1)
-    wait_for(lambda: sidecar.status()["feedback"]["waiting"] == 40, "40 predictions kept for feedback")
+    wait_for(lambda: sidecar.status()["feedback"]["waiting"] == 40, 20.0, "40 predictions kept for feedback", 0.05)
     right = [{"id": f"q-{k}", "label": int(y[k])} for k in range(20)] + [{"id": "never-sent", "label": 0}]
     assert sidecar.feedback({"items": right}) == {"joined": 20, "unknown": 1, "invalid": 0}
     found = sidecar.metrics()

@@ -7,17 +7,12 @@ metadata store, the only mode in which versitygw enforces ``If-None-Match: *`` o
 from __future__ import annotations
 
 import os
-import subprocess
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.s3 import S3Server, s3_binary
-from tritonops_runtime import localtriton
+from tests.s3 import S3Server, running_s3
 from tritonops_runtime.retrain.config import RetrainError, VersionExistsError
 from tritonops_runtime.retrain.store import LocalStore, S3Store, _rename_noreplace, next_version, open_store
 
@@ -34,31 +29,10 @@ def _files(tmp: Path, **content: bytes) -> list[Path]:
 @pytest.fixture(scope="module")
 def s3_meta(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
     """versitygw with its (xattr) metadata store, so that conditional writes are evaluated."""
-    binary = s3_binary()
-    if binary is None or not binary.is_file():
-        pytest.skip("no S3 server: run hack/build-s3.sh (needs Go) or set TRITONOPS_S3_SERVER")
     root = tmp_path_factory.mktemp("s3-meta")
-    port = localtriton.free_port()
-    server = S3Server(f"http://127.0.0.1:{port}", "RETRAINTESTKEY", "retrain-test-secret-0123456789", root)
-    proc = subprocess.Popen([str(binary), "--access", server.access_key, "--secret", server.secret_key, "--port",
-                             f"127.0.0.1:{port}", "--quiet", "posix", str(root)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                urllib.request.urlopen(server.endpoint, timeout=1).close()
-                break
-            except urllib.error.HTTPError:
-                break  # answering (403 for anonymous ListBuckets)
-            except OSError:
-                assert proc.poll() is None and time.monotonic() < deadline, "S3 server did not start"
-                time.sleep(0.05)
+    with running_s3(root, metadata=True) as server:
         (root / "models").mkdir()
         yield server
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 def test_conditional_put_is_refused_when_the_key_exists(tmp_path: Path, s3_meta: S3Server) -> None:

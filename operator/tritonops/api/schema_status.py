@@ -80,7 +80,6 @@ def _drift() -> Schema:
         "score": number("The last window's aggregate score (the highest over features and pods)."),
         "threshold": number(),
         "detected": boolean("Drift declared: consecutiveWindows windows in a row drifted (on any pod)."),
-        "driftedFeatures": array(string(max_length=128), max_items=32),
         "predictionPSI": number("PSI of the predictions against the reference's."),
         "windows": integer("Windows evaluated since the pods started (all pods).", minimum=0, fmt="int64"),
         "quality": quality,
