@@ -62,8 +62,9 @@ def _parser() -> argparse.ArgumentParser:
                      "default: $WATCH_NAMESPACES, comma-separated, else the whole cluster)")
     run.add_argument("--runtime-image", default=os.environ.get(
         "TRITONOPS_RUNTIME_IMAGE", "ghcr.io/tritonops/tritonops-runtime:0.1.0"))
-    run.add_argument("--qps", type=float, default=20.0, help="client-side API rate limit")
-    run.add_argument("--burst", type=int, default=40)
+    run.add_argument("--qps", type=float, default=50.0,
+                     help="client-side API rate limit (cycles read from the watch cache: this meters writes)")
+    run.add_argument("--burst", type=int, default=100)
     run.add_argument("--workers", type=int, default=4)
     run.add_argument("--resync-seconds", type=float, default=300.0)
     run.add_argument("--metrics-port", type=int, default=8080)

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from prometheus_client import Counter, Histogram
+
 from tritonops import CAPACITY_MANAGER
 from tritonops.analysis_run import measure_due
 from tritonops.api import API_VERSION, KIND
@@ -21,6 +23,7 @@ from tritonops.autoscaling_plan import growth_pending, short_before
 from tritonops.builders.deployment import BuildOptions
 from tritonops.builders.httproute import TRAFFIC_FIELD_MANAGER
 from tritonops.builders.meta import LABEL_MANAGED_BY, LABEL_MD, MANAGED_BY
+from tritonops.cache import Cache
 from tritonops.capacity import newest_template, room
 from tritonops.diagnose import deployment_available, unschedulable
 from tritonops.drift_run import read_drift, reading_due
@@ -44,6 +47,9 @@ from tritonops.workqueue import WorkQueue
 
 log = logging.getLogger(__name__)
 Key = tuple[str, str]  # (namespace, name)
+RECONCILES = Counter("tritonops_reconciles_total", "Reconcile cycles run, by result", ["result"])
+RECONCILE_SECONDS = Histogram("tritonops_reconcile_seconds", "Wall time of one reconcile cycle (API calls included)",
+                              buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
 
 
 @dataclass(frozen=True)
@@ -57,17 +63,40 @@ class ControllerConfig:
     listed: frozenset[str] = frozenset()  # namespaces named explicitly (system namespaces need it)
 
 
-def observe(kube: Kube, md: dict[str, Any]) -> Observed:
-    """Read the children of one ModelDeployment (by our labels).
+class Reader:
+    """Where a cycle reads objects: the watch-fed cache for the kinds it holds, else the API server."""
+
+    def __init__(self, kube: Kube, cache: Cache | None) -> None:
+        self.kube, self.cache = kube, cache
+
+    def list(self, kind: str, namespace: str, selector: str) -> list[dict[str, Any]]:
+        if self.cache is not None and self.cache.holds(kind):
+            return self.cache.list(kind, namespace, selector)
+        return self.kube.list(kind, namespace, selector)
+
+    def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        if self.cache is not None and self.cache.holds(kind):
+            return self.cache.get(kind, namespace, name)
+        return self.kube.get(kind, namespace, name)
+
+    def refresh(self, kind: str, obj: dict[str, Any] | None) -> None:
+        """Keep the answer to our own write (so the next cycle does not act on the version before it)."""
+        if self.cache is not None and obj and self.cache.holds(kind):
+            self.cache.refresh(kind, obj)
+
+
+def observe(kube: Kube, md: dict[str, Any], cache: Cache | None = None) -> Observed:
+    """Read the children of one ModelDeployment (by our labels), from the cache when there is one.
 
     Pods are only read when some Deployment is short of available replicas: that is the only case in
     which the planner looks at them (to say why), and they are the largest list by far.
     """
     namespace, name = md["metadata"]["namespace"], md["metadata"]["name"]
     selector = f"{LABEL_MD}={name},{LABEL_MANAGED_BY}={MANAGED_BY}"
+    reader = Reader(kube, cache)
 
     def by_name(kind: str) -> dict[str, dict[str, Any]]:
-        return {o["metadata"]["name"]: o for o in kube.list(kind, namespace, selector)}
+        return {o["metadata"]["name"]: o for o in reader.list(kind, namespace, selector)}
 
     observed = Observed(deployments=by_name("Deployment"), config_maps=by_name("ConfigMap"),
                         services=by_name("Service"))
@@ -76,17 +105,17 @@ def observe(kube: Kube, md: dict[str, Any]) -> Observed:
     if md["spec"].get("autoscaling") or (md.get("status") or {}).get("autoscaler"):
         _observe_autoscalers(kube, observed, namespace, selector)
     if short_before(md) or any(not deployment_available(d, None) for d in observed.deployments.values()):
-        observed.pods = kube.list("Pod", namespace, f"{LABEL_MD}={name}")
+        observed.pods = reader.list("Pod", namespace, f"{LABEL_MD}={name}")
         if unschedulable(observed.pods):
             observed.nodes = kube.list_cluster("Node")
     if growth_pending(md, observed.deployments):
         _observe_gpu_room(kube, md, observed)
     if md["spec"].get("retraining") or (md.get("status") or {}).get("retraining"):
-        _observe_jobs(kube, md, observed, selector)
+        _observe_jobs(reader, md, observed, selector)
     return observed
 
 
-def _observe_jobs(kube: Kube, md: dict[str, Any], observed: Observed, selector: str) -> None:
+def _observe_jobs(kube: Reader, md: dict[str, Any], observed: Observed, selector: str) -> None:
     """Our retraining Jobs; the pods of the active one once it is over (its result is their termination
     message)."""
     namespace = md["metadata"]["namespace"]
@@ -183,16 +212,17 @@ def _event_body(md: dict[str, Any], event: Event, now: datetime) -> dict[str, An
     }
 
 
-def execute(kube: Kube, md: dict[str, Any], result: Plan, now: datetime) -> None:
+def execute(kube: Kube, md: dict[str, Any], result: Plan, now: datetime, cache: Cache | None = None) -> None:
     """Apply a plan: children first, then deletions, then the status, then events."""
     meta = md["metadata"]
     ns = meta["namespace"]
+    reader = Reader(kube, cache)
     for obj, why in zip(result.apply, result.why, strict=True):
         log.info("applying %s %s/%s (differs at %s)", obj["kind"], ns, obj["metadata"]["name"], why)
-        kube.apply(obj)
+        reader.refresh(obj["kind"], kube.apply(obj))
     for obj in result.scale:
         log.info("scaling Deployment %s/%s to %s for the canary", ns, obj["metadata"]["name"], obj["spec"]["replicas"])
-        kube.apply(obj, CAPACITY_MANAGER)
+        reader.refresh(obj["kind"], kube.apply(obj, CAPACITY_MANAGER))
     if result.route is not None:
         log.info("weighting HTTPRoute %s/%s", ns, result.route["metadata"]["name"])
         kube.apply(result.route, TRAFFIC_FIELD_MANAGER)
@@ -201,16 +231,22 @@ def execute(kube: Kube, md: dict[str, Any], result: Plan, now: datetime) -> None
         log.info("deleting %s %s/%s", kind, ns, name)
         kube.delete(kind, ns, name)
     if result.status is not None:
-        kube.patch_status(KIND, ns, meta["name"], status_patch(md.get("status") or {}, result.status))
+        reader.refresh(KIND, kube.patch_status(KIND, ns, meta["name"],
+                                               status_patch(md.get("status") or {}, result.status)))
     for event in result.events:
         kube.create("Event", ns, _event_body(md, event, now))
 
 
 def reconcile_once(kube: Kube, key: Key, config: ControllerConfig,
-                   clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> float | None:
-    """Observe, plan and apply one ModelDeployment; returns seconds until it needs another look."""
+                   clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+                   cache: Cache | None = None) -> float | None:
+    """Observe, plan and apply one ModelDeployment; returns seconds until it needs another look.
+
+    With a ``cache`` (the running operator) the object and its children are read from it, so a cycle that
+    has nothing to change makes no request at all; without one (tests, one-off calls) from the API server.
+    """
     namespace, name = key
-    md = kube.get(KIND, namespace, name)
+    md = Reader(kube, cache).get(KIND, namespace, name)
     if md is None or md["metadata"].get("deletionTimestamp"):
         return None  # gone or going: owner references let the garbage collector remove the children
     now = clock()
@@ -218,14 +254,14 @@ def reconcile_once(kube: Kube, key: Key, config: ControllerConfig,
         if (status := refusal(md, now)) is not None:
             kube.patch_status(KIND, namespace, name, status_patch(md.get("status") or {}, status))
         return None
-    observed = observe(kube, md)
+    observed = observe(kube, md, cache)
     observed.analysis = measure_due(md, config.prometheus, now)
     observed.drift = read_drift(md, config.prometheus) if reading_due(md, now) else None
     result = plan(md, observed, now, config.build)
     if found := names_taken(kube, observed, result):
         observed.foreign.update(found)  # someone else's objects under our children's names: plan around them
         result = plan(md, observed, now, config.build)
-    execute(kube, md, result, now)
+    execute(kube, md, result, now, cache)
     record_end(md.get("status"), result.status, now)
     record_rollout(namespace, name, result.status if result.status is not None else md.get("status"))
     record_loop_events(namespace, name, [e.reason for e in result.events])
@@ -239,14 +275,27 @@ def reconcile_once(kube: Kube, key: Key, config: ControllerConfig,
 class Controller:
     """Owns the work queue; kopf handlers only call :meth:`enqueue` and :meth:`forget`."""
 
-    def __init__(self, kube: Kube, config: ControllerConfig) -> None:
+    def __init__(self, kube: Kube, config: ControllerConfig, cache: Cache | None = None,
+                 synced: Callable[[], object] | None = None) -> None:
         self.kube = kube
         self.config = config
+        self.cache = cache
+        self.synced = synced  # blocks until the cache holds every child kind's first listing
         self.queue = WorkQueue(self._handle, workers=config.workers)
 
     async def _handle(self, key: Hashable) -> float | None:
         assert isinstance(key, tuple)
-        return await asyncio.to_thread(reconcile_once, self.kube, key, self.config)
+        if self.synced is not None:
+            await asyncio.to_thread(self.synced)
+            self.synced = None
+        with RECONCILE_SECONDS.time():
+            try:
+                again = await asyncio.to_thread(reconcile_once, self.kube, key, self.config, cache=self.cache)
+            except Exception:
+                RECONCILES.labels("error").inc()
+                raise
+        RECONCILES.labels("ok").inc()
+        return again
 
     def enqueue(self, namespace: str, name: str) -> None:
         """Schedule a reconcile of one ModelDeployment."""

@@ -1,13 +1,16 @@
 """kopf wiring: every trigger only enqueues the owning ModelDeployment; the controller does the work.
 
-Only ``on.event`` handlers are used, so kopf adds no finalizer and keeps no per-object state: the
-operator never blocks deletion and GitOps tools see no annotations of ours.
+kopf watches the ModelDeployments (``on.event`` only, so it adds no finalizer and keeps no per-object state:
+the operator never blocks deletion and GitOps tools see no annotations of ours); each version goes into
+:mod:`tritonops.cache` before its cycle is queued. The children are watched by :mod:`tritonops.informer`
+(lighter than kopf's per-object machinery at thousands of objects); the workers start once those have
+listed, so no cycle runs on an empty cache.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,11 +18,15 @@ import kopf
 from prometheus_client import start_http_server
 
 from tritonops.api import GROUP, PLURAL, VERSION
+from tritonops.builders.job import LABEL_RETRAINING_OF
 from tritonops.builders.meta import LABEL_MANAGED_BY, LABEL_MD, MANAGED_BY
+from tritonops.cache import Cache
 from tritonops.controller import Controller, ControllerConfig
+from tritonops.informer import Informers
 from tritonops.kube import Kube
 
 CHILD_LABELS = {LABEL_MANAGED_BY: MANAGED_BY}
+CHILD_KINDS = ("Deployment", "Service", "ConfigMap", "Pod", "Job")  # watched by informers, with CHILD_LABELS
 
 
 @dataclass
@@ -27,11 +34,13 @@ class Runtime:
     """What ``tritonops run`` configures before kopf starts (set by the CLI)."""
 
     config: ControllerConfig = field(default_factory=ControllerConfig)
-    qps: float = 20.0
-    burst: int = 40
+    qps: float = 50.0
+    burst: int = 100
     metrics_port: int = 8080
     listen_address: str = "0.0.0.0"  # in a pod the kubelet and Prometheus reach it on the pod IP
+    cache: Cache = field(default_factory=lambda: Cache(frozenset({"ModelDeployment", *CHILD_KINDS})))
     controller: Controller | None = None
+    informers: Informers | None = None
 
 
 RUNTIME = Runtime()
@@ -50,14 +59,28 @@ async def startup(
     settings.networking.request_timeout = 30
     if RUNTIME.metrics_port:
         start_http_server(RUNTIME.metrics_port, addr=RUNTIME.listen_address)
-    RUNTIME.controller = Controller(Kube.from_environment(RUNTIME.qps, RUNTIME.burst), RUNTIME.config)
-    RUNTIME.controller.queue.start()
+    kube = Kube.from_environment(RUNTIME.qps, RUNTIME.burst)
+    loop = asyncio.get_running_loop()
+    controller = Controller(kube, RUNTIME.config, RUNTIME.cache)
+
+    def notify(namespace: str, name: str) -> None:
+        loop.call_soon_threadsafe(controller.enqueue, namespace, name)
+
+    selector = ",".join(f"{k}={v}" for k, v in CHILD_LABELS.items())
+    RUNTIME.informers = Informers(kube, RUNTIME.cache, CHILD_KINDS, RUNTIME.config.listed, selector,
+                                  (LABEL_MD, LABEL_RETRAINING_OF), notify)
+    RUNTIME.informers.start()
+    controller.synced = RUNTIME.informers.wait_synced
+    RUNTIME.controller = controller
+    controller.queue.start()
     logger.info("tritonops controller started (metrics on :%s)", RUNTIME.metrics_port)
 
 
 @kopf.on.cleanup()
 async def cleanup(**_: Any) -> None:
     """Stop the workers."""
+    if RUNTIME.informers:
+        RUNTIME.informers.stop()
     if RUNTIME.controller:
         await RUNTIME.controller.queue.stop()
 
@@ -69,24 +92,15 @@ def workers_probe(**_: Any) -> bool:
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)
-def model_deployment_event(type: str, namespace: str | None, name: str, **_: Any) -> None:
+def model_deployment_event(type: str, namespace: str | None, name: str, body: kopf.Body, **_: Any) -> None:
     """Any change to a ModelDeployment (and the initial listing) reconciles it."""
     if RUNTIME.controller is None or namespace is None:
         return
     if type == "DELETED":
+        RUNTIME.cache.remove("ModelDeployment", namespace, name)
         RUNTIME.controller.forget(namespace, name)
     else:
+        RUNTIME.cache.put("ModelDeployment", dict(body))  # top level copied; nested dicts are the event's own
         RUNTIME.controller.enqueue(namespace, name)
 
 
-def _child_event(namespace: str | None, labels: Mapping[str, str], **_: Any) -> None:
-    owner = labels.get(LABEL_MD)
-    if RUNTIME.controller is not None and owner and namespace:
-        RUNTIME.controller.enqueue(namespace, owner)
-
-
-kopf.on.event("apps", "v1", "deployments", labels=CHILD_LABELS, id="deployment-event")(_child_event)
-kopf.on.event("", "v1", "services", labels=CHILD_LABELS, id="service-event")(_child_event)
-kopf.on.event("", "v1", "configmaps", labels=CHILD_LABELS, id="configmap-event")(_child_event)
-kopf.on.event("", "v1", "pods", labels=CHILD_LABELS, id="pod-event")(_child_event)
-kopf.on.event("batch", "v1", "jobs", labels=CHILD_LABELS, id="job-event")(_child_event)

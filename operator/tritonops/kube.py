@@ -85,13 +85,13 @@ def path(kind: str, namespace: str, name: str = "", sub: str = "") -> str:
 class Kube:
     """A small synchronous client; the controller calls it from worker threads."""
 
-    def __init__(self, api_client: Any, qps: float = 20.0, burst: int = 40) -> None:
+    def __init__(self, api_client: Any, qps: float = 50.0, burst: int = 100) -> None:
         self._client = api_client
         self._bucket = _Bucket(qps, burst, tokens=float(burst), stamp=time.monotonic())
         self._lock = threading.Lock()
 
     @classmethod
-    def from_environment(cls, qps: float = 20.0, burst: int = 40) -> Kube:
+    def from_environment(cls, qps: float = 50.0, burst: int = 100) -> Kube:
         """In-cluster config, else the kubeconfig (KUBECONFIG or ~/.kube/config)."""
         try:
             kubernetes.config.load_incluster_config()  # type: ignore[no-untyped-call]
@@ -114,6 +114,29 @@ class Kube:
         if not 200 <= resp.status < 300:
             raise ApiError(resp.status, resp.reason or "", data.decode(errors="replace") if data else "")
         return json.loads(data) if data else None
+
+    def collection(self, kind: str, namespace: str | None, query: dict[str, str]) -> dict[str, Any]:
+        """One page of a collection (a namespace's, or the cluster's with ``namespace`` None), as returned."""
+        prefix, plural = RESOURCES[kind]
+        url = path(kind, namespace) if namespace else f"{prefix}/{plural}"
+        result: dict[str, Any] = self.request("list", "GET", url, resource=kind, query=query)
+        return result
+
+    def watch(self, kind: str, namespace: str | None, query: dict[str, str], timeout: float) -> Any:
+        """Open a watch of a collection; returns the streaming response (JSON events, one per line), which
+        the caller reads and closes. ``timeout``: seconds without data before the read fails."""
+        self._bucket.take(self._lock)
+        prefix, plural = RESOURCES[kind]
+        url = path(kind, namespace) if namespace else f"{prefix}/{plural}"
+        method, full_url, headers, body, _ = self._client.param_serialize(
+            "GET", url, query_params=list({**query, "watch": "1"}.items()),
+            header_params={"Accept": "application/json"}, auth_settings=["BearerToken"])
+        resp = self._client.call_api(method, full_url, header_params=headers, body=body, _request_timeout=(10, timeout))
+        REQUESTS.labels("watch", kind, str(resp.status)).inc()
+        if resp.status != 200:
+            data = resp.read()
+            raise ApiError(resp.status, resp.reason or "", data.decode(errors="replace") if data else "")
+        return resp.response
 
     def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         """The object, or None when it does not exist."""
@@ -166,10 +189,11 @@ class Kube:
             if err.status != 404:
                 raise
 
-    def patch_status(self, kind: str, namespace: str, name: str, status: dict[str, Any]) -> None:
-        """Replace the fields of ``status`` we own (merge patch on the status subresource)."""
-        self.request("patch", "PATCH", path(kind, namespace, name, "status"), resource=kind,
-                     body={"status": status}, content_type="application/merge-patch+json")
+    def patch_status(self, kind: str, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any]:
+        """Replace the fields of ``status`` we own (merge patch on the status subresource); the object after."""
+        result: dict[str, Any] = self.request("patch", "PATCH", path(kind, namespace, name, "status"), resource=kind,
+                                              body={"status": status}, content_type="application/merge-patch+json")
+        return result
 
     def create(self, kind: str, namespace: str, body: dict[str, Any]) -> None:
         """Create an object (used for Events)."""

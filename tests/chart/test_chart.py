@@ -38,7 +38,7 @@ VARIANTS = {"default": [], "namespaced-full": [VALUES_DIR / "namespaced-full.yam
 RBAC_KINDS = ("Role", "ClusterRole")
 # (apiGroup, resource) -> verbs: what kube.py, controller.py, handlers.py and kopf use (see _rbac.tpl).
 EXPECTED_RULES = {
-    ("tritonops.io", "modeldeployments"): {"get", "list", "watch"},
+    ("tritonops.io", "modeldeployments"): {"list", "watch"},
     ("tritonops.io", "modeldeployments/finalizers"): {"update"},
     ("tritonops.io", "modeldeployments/status"): {"patch"},
     ("apps", "deployments"): {"get", "list", "watch", "create", "patch", "delete"},

@@ -44,9 +44,8 @@ JUSTIFIED: dict[Permission, str] = {
     ("", "nodes", "list"): "to tell a node selector no node matches from a taint the pod does not",
     # (pods list is also in the Role: a trial drops both, and the Role's is needed by every lifecycle)
     # Retraining Jobs (spec.retraining; the lifecycle here has none): tests/integration/test_retraining.py runs
-    # a Job's whole life under the chart's RBAC. kopf watches Jobs always, but only to trigger cycles.
-    **{("batch", "jobs", verb): "Retraining Jobs (spec.retraining)"
-       for verb in ("get", "list", "watch", "create", "delete")},
+    # a Job's whole life under the chart's RBAC. (list and watch are trialed: the informer always lists Jobs.)
+    **{("batch", "jobs", verb): "Retraining Jobs (spec.retraining)" for verb in ("get", "create", "delete")},
     **{(group, resource, verb): "The autoscaler of a ModelDeployment with spec.autoscaling"  # test_autoscaling.py
        for group, resource in (("autoscaling", "horizontalpodautoscalers"), ("keda.sh", "scaledobjects"))
        for verb in ("get", "list", "create", "patch", "delete")},

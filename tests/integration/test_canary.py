@@ -99,7 +99,7 @@ def test_abort_returns_to_stable_and_survives_an_operator_restart(api: Api, oper
     canary, before = md["status"]["canaryRevision"], md["status"]["rollout"]
     operator.kill()
     operator.start()  # resumes from status: same step, same start time
-    wait_until("a cycle after the restart", lambda: operator.requests({"get"}, "ModelDeployment") >= 1, timeout=30)
+    wait_until("a cycle after the restart", lambda: operator.reconciles() >= 1, timeout=30)
     assert (api.md(namespace, "ab") or {})["status"]["rollout"] == before
 
     kubectl_tritonops(cluster, "pause", "ab", "-n", namespace)

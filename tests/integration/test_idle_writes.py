@@ -19,9 +19,9 @@ those.
 When something was written, the failure names the object, the managedFields entries that changed (manager,
 operation, subresource, fields) and the values that differ.
 
-Progress is measured by the operator's ``get ModelDeployment`` requests (one per reconcile cycle): the
-counter is per resource, not per object, so the wait asks for three per object *and* for three resync
-periods of wall time, never for a fixed sleep alone.
+Progress is measured by the operator's ``tritonops_reconciles_total`` (cycles read from the watch cache, so
+they make no request to count): the counter is for all objects, not per object, so the wait asks for three
+per object *and* for three resync periods of wall time, never for a fixed sleep alone.
 """
 
 from __future__ import annotations
@@ -165,8 +165,8 @@ def bring_to_rest(api: Api, ns: str) -> list[str]:
 
 
 def reconciles(operator: OperatorProcess) -> float:
-    """Reconcile cycles so far: each starts by reading its ModelDeployment."""
-    return operator.requests({"get"}, "ModelDeployment")
+    """Reconcile cycles so far."""
+    return operator.reconciles()
 
 
 def wait_resyncs(operator: OperatorProcess, objects: int, rounds: int, since: float = 0.0) -> None:

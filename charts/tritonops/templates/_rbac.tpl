@@ -1,15 +1,15 @@
 {{/*
 The operator's permissions, shared by the per-namespace Roles and the cluster-wide ClusterRole.
-Exactly what operator/tritonops/kube.py, controller.py and handlers.py call, plus what kopf itself needs;
+Exactly what operator/tritonops/kube.py, controller.py, informer.py and handlers.py call, plus what kopf needs;
 tests/chart/test_rbac.py removes one verb at a time and shows the operator then fails (or logs a denial).
 No wildcards, and no access to Secrets: the fetcher pods read model-store credentials through envFrom.
 */}}
 {{- define "tritonops.rules" -}}
-# ModelDeployments: kopf lists and watches them (on.event handler); the controller GETs each one at the
-# start of every reconcile cycle.
+# ModelDeployments: kopf lists and watches them (on.event handler) into the operator's cache, from which
+# every reconcile cycle reads its object (no GET).
 - apiGroups: ["tritonops.io"]
   resources: ["modeldeployments"]
-  verbs: ["get", "list", "watch"]
+  verbs: ["list", "watch"]
 # Children carry an ownerReference with blockOwnerDeletion: true; where the OwnerReferencesPermission-
 # Enforcement admission plugin is on (OpenShift, hardened clusters) that needs `update` on the owner's
 # finalizers subresource. The operator itself never sets a finalizer.
@@ -21,13 +21,13 @@ No wildcards, and no access to Secrets: the fetcher pods read model-store creden
   resources: ["modeldeployments/status"]
   verbs: ["patch"]
 # One Deployment per revision: written by server-side apply (PATCH; the API server also checks `create`
-# when the PATCH creates the object), deleted once a newer revision serves; kopf watches them (by label)
-# to trigger reconciles, and the controller lists them by label to observe. Before creating a child the
-# controller reads its name (get) so that it never adopts an object someone else created there.
+# when the PATCH creates the object), deleted once a newer revision serves; the operator's informer lists
+# and watches them (by label) into its cache, which cycles read. Before creating a child the controller
+# reads its name (get) so that it never adopts an object someone else created there.
 - apiGroups: ["apps"]
   resources: ["deployments"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
-# The Service of each ModelDeployment (HTTP, gRPC, metrics): applied, watched and listed (owner references
+# The Service of each ModelDeployment (HTTP, gRPC, metrics): applied, listed and watched (owner references
 # let the garbage collector remove it with its ModelDeployment). A canary routed through a Gateway API
 # HTTPRoute also has a Service per revision, deleted with its revision.
 - apiGroups: [""]
@@ -38,8 +38,8 @@ No wildcards, and no access to Secrets: the fetcher pods read model-store creden
 - apiGroups: [""]
   resources: ["configmaps"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
-# Triton pods: read only, to explain why a revision is not ready (unschedulable, fetch or load failures).
-# Watched here; listed here unless the scanning ClusterRole lists them in every namespace (growth bounded by
+# Triton pods: read only (listed and watched into the cache), to explain why a revision is not ready
+# (unschedulable, fetch or load failures). Watched here; listed here unless the scanning ClusterRole lists them in every namespace (growth bounded by
 # free GPUs counts the pods of the whole cluster), so that no permission is granted twice.
 - apiGroups: [""]
   resources: ["pods"]
@@ -48,7 +48,8 @@ No wildcards, and no access to Secrets: the fetcher pods read model-store creden
   {{- else }}
   verbs: ["list", "watch"]
   {{- end }}
-# Retraining Jobs (spec.retraining): watched (a finished Job triggers the next cycle), listed by label, read
+# Retraining Jobs (spec.retraining): listed and watched by label into the cache (a finished Job triggers the
+# next cycle; the informer lists them whether or not a model retrains), read
 # by name before creation (never adopt), created one at a time, deleted beyond the history limits; their
 # pods are read through the pods rule above (the result is the container's termination message).
 - apiGroups: ["batch"]
