@@ -114,8 +114,9 @@ def plan_canary(md: dict[str, Any], deployments: dict[str, dict[str, Any]], targ
     nxt = c.advance(steps, progress, gate, now)
     record = a.record(state, None, nxt.weight, now) if cfg else None
     if nxt.decision == c.PROMOTED:
-        return CanaryPlan(nxt, steps, total, deployment_available(dep, total), None, None if surge else 0,
-                          record, verdict, 100)
+        full = deployment_available(dep, total)
+        return CanaryPlan(nxt, steps, total, full, None, None if surge else 0, record, verdict,
+                          100 if full or not surge else _weight_reached(steps, nxt))
     if nxt.decision == c.ABORTED:
         return _aborted(nxt, steps, dep, total, surge, routed, canary_spec, now, record, verdict)
     after = split_of(total, c.target_weight(steps, nxt), surge)
@@ -123,6 +124,14 @@ def plan_canary(md: dict[str, Any], deployments: dict[str, dict[str, Any]], targ
                         a.seconds_until_due(record, cfg.interval, now) if cfg and record else None) if t is not None]
     return CanaryPlan(nxt, steps, after.canary, False, min(wake) if wake else None,
                       None if surge else after.stable, record, verdict, nxt.weight)
+
+
+def _weight_reached(steps: list[c.Step], progress: c.Progress) -> int:
+    """The weight of the last setWeight step a promoted canary passed: a routed Surge canary keeps it until it
+    has every replica (promoting sends it all the traffic, which its step-sized Deployment cannot yet carry;
+    found by ``bench/rollouts.py``). NoSurge's stable gives its replicas up at once, so it has nothing to keep."""
+    done = [s.weight for s in steps[: progress.step] if s.kind == c.SET_WEIGHT]
+    return done[-1] if done else 0
 
 
 def _aborted(nxt: c.Progress, steps: list[c.Step], dep: dict[str, Any] | None, total: int, surge: bool,

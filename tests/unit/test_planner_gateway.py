@@ -93,3 +93,18 @@ def test_a_route_without_a_rule_for_the_model_holds_the_canary() -> None:
     degraded = next(x for x in md["status"]["conditions"] if x["type"] == "Degraded")
     assert degraded["reason"] == "TrafficRouteUnusable" and "httpRouteRef" in degraded["message"]
     assert p.route is None and md["status"]["rollout"]["weight"] == 0 and md["status"]["stableRevision"] == stable
+
+
+def test_a_full_promotion_keeps_the_step_weight_until_the_canary_has_every_replica() -> None:
+    # found by bench/rollouts.py: the route sent 100 % to a canary still sized for its step
+    md, observed, stable, rev = routed({"setWeight": 50}, {"pause": {}})
+    for i in range(3):
+        cycle(md, observed, i)
+    assert replicas(observed, rev) == 2 and md["status"]["rollout"]["weight"] == 50
+    md["metadata"]["annotations"] = {"tritonops.io/promote": rev}
+    p = cycle(md, observed, 5, ready=False)  # the canary grows to 4 replicas, not yet available
+    assert replicas(observed, rev) == 4 and weights(p.route) == [(stable, 50), (rev, 50)]
+    observed.deployments[rev]["status"] = {"replicas": 4, "readyReplicas": 4, "availableReplicas": 4,
+                                           "updatedReplicas": 4, "observedGeneration": 1}
+    p = cycle(md, observed, 6)
+    assert md["status"]["stableRevision"] == rev and weights(p.route) == [(rev, 100)]
