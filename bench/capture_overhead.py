@@ -203,8 +203,13 @@ class Load:
 
 
 def client(server: TritonServer, bodies: list[bytes], tag: str, deadline: float, load: Load) -> None:
-    """One closed-loop client: a keep-alive connection, requests until ``deadline``."""
-    conn = http.client.HTTPConnection("127.0.0.1", server.http_port, timeout=CLIENT_TIMEOUT_S)
+    """One closed-loop client of a local server (see :func:`client_at`)."""
+    client_at("127.0.0.1", server.http_port, bodies, tag, deadline, load)
+
+
+def client_at(host: str, port: int, bodies: list[bytes], tag: str, deadline: float, load: Load) -> None:
+    """One closed-loop client: a keep-alive connection to ``host:port``, requests until ``deadline``."""
+    conn = http.client.HTTPConnection(host, port, timeout=CLIENT_TIMEOUT_S)
     headers = {"Content-Type": "application/json"}
     latencies, failed, k = [], [], 0
     try:

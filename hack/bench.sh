@@ -51,7 +51,8 @@ done
 if [[ ${#names[@]} == 0 ]]; then
   for file in bench/*.py; do
     name=$(basename "$file" .py)
-    [[ $name == __init__ || $name == common || $name == thirdparty ]] || names+=("$name")
+    [[ $name == thirdparty ]] && continue  # runs inside the third-party venvs, not a bench
+    grep -q '^def main(' "$file" && names+=("$name")  # helpers (common, cluster, ...) have no main
   done
 fi
 for name in "${names[@]}"; do
